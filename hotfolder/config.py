@@ -1,0 +1,259 @@
+"""Frozen settings loaded from TOML, with env overrides and strict validation.
+
+Every problem raises :class:`~hotfolder.errors.ConfigError` naming the key (``section.key``) so the
+CLI can exit 2 with a message a person can act on. Relative paths resolve against the config
+file's folder, so a config can travel with its folders.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from hotfolder.errors import ConfigError
+
+ENV_CONFIG = "HOTFOLDER_CONFIG"
+ENV_OVERRIDES = {
+    "base_url": "CHANJING_BASE_URL",
+    "app_id": "CHANJING_APP_ID",
+    "secret_key": "CHANJING_SECRET_KEY",
+}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str
+    app_id: str
+    secret_key: str = field(repr=False)
+    callback_url: str = ""
+    # Where the secret came from, so `doctor` can check that file's permissions.
+    secret_source: str = "config"
+
+
+@dataclass(frozen=True)
+class Folders:
+    inbox: Path
+    outbox: Path
+    archive: Path
+    failed: Path
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    settle_seconds: float = 5.0
+    poll_interval: float = 10.0
+    rescan_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    creates_per_minute: int = 10
+    file_calls_per_minute: int = 30
+    queries_per_second: int = 10
+    uploads: int = 2
+    tasks_in_flight: int = 10
+    downloads: int = 2
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    deadline_hours: float = 24.0          # transient trouble is retried this long, then failed
+    poison_after: int = 5                 # the same failure this many times: stop retrying
+    billing_recheck_seconds: float = 300.0
+    file_ready_timeout: float = 300.0     # seconds to wait for an upload to become usable
+
+
+@dataclass(frozen=True)
+class DiskSettings:
+    min_free_mb: int = 200                # intake pauses below this much free space
+
+
+@dataclass(frozen=True)
+class Settings:
+    api: ApiSettings
+    folders: Folders
+    ledger_path: Path
+    watch: WatchSettings = WatchSettings()
+    limits: LimitSettings = LimitSettings()
+    retry: RetrySettings = RetrySettings()
+    disk: DiskSettings = DiskSettings()
+    lipsync: Mapping[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None
+
+
+LIPSYNC_DEFAULTS: dict[str, Any] = {
+    "model": 0,
+    "speed": 1.0,
+    "pitch": 1.0,
+    "volume": 100,
+    "backway": 1,
+    "drive_mode": "",
+}
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "api": ("base_url", "app_id", "secret_key", "secret_key_file", "callback_url"),
+    "folders": ("inbox", "outbox", "archive", "failed"),
+    "ledger": ("path",),
+    "watch": tuple(WatchSettings.__dataclass_fields__),
+    "limits": tuple(LimitSettings.__dataclass_fields__),
+    "retry": tuple(RetrySettings.__dataclass_fields__),
+    "disk": tuple(DiskSettings.__dataclass_fields__),
+    "lipsync": (),  # validated by pairing.validate_lipsync
+}
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config file to use: ``--config`` or ``$HOTFOLDER_CONFIG``."""
+    raw = explicit or os.environ.get(ENV_CONFIG)
+    if not raw:
+        raise ConfigError(f"no config given: pass --config PATH or set {ENV_CONFIG}")
+    return Path(raw).expanduser()
+
+
+def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and freeze the config at ``path`` (or ``$HOTFOLDER_CONFIG``)."""
+    env = os.environ if env is None else env
+    cfg_path = find_config_path(path).resolve()
+    try:
+        raw = cfg_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {cfg_path} does not exist: create one with `hotfolder init`")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {cfg_path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {cfg_path} is not valid TOML: {exc}") from exc
+    return from_mapping(data, base_dir=cfg_path.parent, env=env, config_path=cfg_path)
+
+
+def from_mapping(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Settings:
+    """Validate an already-parsed config mapping (used by :func:`load` and by tests)."""
+    env = os.environ if env is None else env
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]: known sections are "
+                + ", ".join(f"[{s}]" for s in _SECTIONS),
+                key=section,
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{section}] must be a table", key=section)
+        if section != "lipsync":
+            for key in value:
+                if key not in _SECTIONS[section]:
+                    raise ConfigError(
+                        f"unknown key {section}.{key}: known keys are "
+                        + ", ".join(_SECTIONS[section]),
+                        key=f"{section}.{key}",
+                    )
+
+    api = _api(dict(data.get("api", {})), env, base_dir)
+    folders_raw = data.get("folders", {})
+    folders = Folders(**{k: _path(folders_raw, "folders", k, base_dir) for k in _SECTIONS["folders"]})
+    paths = {k: getattr(folders, k) for k in _SECTIONS["folders"]}
+    for a, pa in paths.items():
+        for b, pb in paths.items():
+            if a < b and (pa == pb or pa in pb.parents or pb in pa.parents):
+                raise ConfigError(
+                    f"folders.{a} ({pa}) and folders.{b} ({pb}) overlap: give each its own folder",
+                    key=f"folders.{b}",
+                )
+    ledger_path = _path(data.get("ledger", {}), "ledger", "path", base_dir)
+    from hotfolder.pairing import validate_lipsync  # late: pairing is pure and optional at import
+
+    try:
+        lipsync = {**LIPSYNC_DEFAULTS, **validate_lipsync(dict(data.get("lipsync", {})), "config [lipsync]")}
+    except Exception as exc:  # InputError from the shared rule table
+        raise ConfigError(str(exc), key=f"lipsync.{getattr(exc, 'key', '') or ''}".rstrip(".")) from exc
+    return Settings(
+        api=api,
+        folders=folders,
+        ledger_path=ledger_path,
+        watch=_numbers(WatchSettings, data.get("watch", {}), "watch"),
+        limits=_numbers(LimitSettings, data.get("limits", {}), "limits"),
+        retry=_numbers(RetrySettings, data.get("retry", {}), "retry"),
+        disk=_numbers(DiskSettings, data.get("disk", {}), "disk"),
+        lipsync=lipsync,
+        config_path=config_path,
+    )
+
+
+def _api(raw: dict[str, Any], env: Mapping[str, str], base_dir: Path) -> ApiSettings:
+    for key in ("base_url", "app_id", "secret_key", "secret_key_file", "callback_url"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"api.{key} must be a string", key=f"api.{key}")
+    values = {k: raw.get(k, "") for k in ("base_url", "app_id", "secret_key", "callback_url")}
+    values["base_url"] = values["base_url"] or "https://open-api.chanjing.cc"
+    source = "config"
+    if raw.get("secret_key_file"):
+        if raw.get("secret_key"):
+            raise ConfigError(
+                "api.secret_key and api.secret_key_file are both set: keep one", key="api.secret_key_file"
+            )
+        secret_path = Path(raw["secret_key_file"]).expanduser()
+        secret_path = secret_path if secret_path.is_absolute() else base_dir / secret_path
+        try:
+            values["secret_key"] = secret_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api.secret_key_file: cannot read {secret_path}: {exc.strerror}", key="api.secret_key_file"
+            ) from exc
+        source = str(secret_path)
+    for key, var in ENV_OVERRIDES.items():
+        if env.get(var):
+            values[key] = env[var]
+            if key == "secret_key":
+                source = "env"
+    for key in ("app_id", "secret_key"):
+        if not values[key]:
+            raise ConfigError(
+                f"api.{key} is not set: put it in the config or set {ENV_OVERRIDES[key]}", key=f"api.{key}"
+            )
+    for key in ("base_url", "callback_url"):
+        if values[key]:
+            parsed = urlparse(values[key])
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ConfigError(
+                    f"api.{key} must be an http(s) URL, got {values[key]!r}", key=f"api.{key}"
+                )
+    values["base_url"] = values["base_url"].rstrip("/")
+    return ApiSettings(**values, secret_source=source)
+
+
+def _path(section: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Path:
+    value = section.get(key)
+    if value is None:
+        raise ConfigError(f"{name}.{key} is not set", key=f"{name}.{key}")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}.{key} must be a non-empty path string", key=f"{name}.{key}")
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else base_dir / path).resolve()
+
+
+def _numbers(cls: type, raw: Mapping[str, Any], section: str) -> Any:
+    """Build a dataclass of positive numbers, checking each value's type and sign."""
+    out: dict[str, Any] = {}
+    for name, f in cls.__dataclass_fields__.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        want_int = f.type in ("int", int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (want_int and not isinstance(value, int)):
+            kind = "a whole number" if want_int else "a number"
+            raise ConfigError(f"{section}.{name} must be {kind}, got {value!r}", key=f"{section}.{name}")
+        if value <= 0 and not (section == "disk" and value == 0):
+            raise ConfigError(f"{section}.{name} must be greater than 0, got {value!r}", key=f"{section}.{name}")
+        out[name] = value
+    return cls(**out)
