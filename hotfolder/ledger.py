@@ -216,16 +216,21 @@ class Ledger:
         return [Job.from_row(r) for r in rows]
 
     def open_job_for(self, name: str) -> Job | None:
-        """The unfinished job (any non-terminal state) for this inbox-relative video, if any."""
+        """The open job for this inbox-relative video: unfinished, or ended with its inputs not yet moved."""
         terminal = [str(s) for s in TERMINAL]
         rows = list(self.db.query(
-            f"SELECT * FROM jobs WHERE name = ? AND state NOT IN ({', '.join('?' * len(terminal))}) "
-            "ORDER BY id DESC LIMIT 1", [name, *terminal]))
+            f"SELECT * FROM jobs WHERE name = ? AND (state NOT IN ({', '.join('?' * len(terminal))}) "
+            "OR json_extract(outputs, '$.moves_pending') = 1) ORDER BY id DESC LIMIT 1", [name, *terminal]))
         return Job.from_row(rows[0]) if rows else None
 
     def known_remote_ids(self) -> set[str]:
         """Every remote task id any job has ever recorded."""
-        return {r["remote_id"] for r in self.db.query("SELECT remote_id FROM jobs WHERE remote_id IS NOT NULL")}
+        # Events too: a task given up on (e.g. failed for billing) is no longer on its job.
+        rows = self.db.query(
+            "SELECT remote_id AS rid FROM jobs WHERE remote_id IS NOT NULL UNION "
+            "SELECT json_extract(detail, '$.remote_id') FROM events "
+            "WHERE detail IS NOT NULL AND json_extract(detail, '$.remote_id') IS NOT NULL")
+        return {str(r["rid"]) for r in rows}
 
     def advance(self, job_id: int, src: State, dst: State, *, event: str | None = None,
                 detail: dict[str, Any] | None = None, **fields: Any) -> bool:

@@ -1,0 +1,117 @@
+"""Ending a job: recording the terminal state with a move plan, then moving its inputs.
+
+A job ends in one transaction that sets its terminal state and records where each input will go
+(``outputs["moves"]`` with ``moves_pending``); the moves and the ``<stem>.error.json`` follow and
+are idempotent, so a crash in between is completed by :func:`complete_pending` at the next start.
+Intake treats a job with pending moves as still open, so its inputs are never taken twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hotfolder import outbox
+from hotfolder.config import Settings
+from hotfolder.ledger import Job, Ledger
+from hotfolder.log import get_logger, scrub
+from hotfolder.states import TERMINAL, State
+
+log = get_logger("hotfolder.finish")
+
+
+def _dest_dir(settings: Settings, job: Job, state: State) -> Path:
+    root = settings.folders.archive if state == State.DONE else settings.folders.failed
+    return outbox.safe_join(root, job.rel_dir) if job.rel_dir else root
+
+
+def end_job(ledger: Ledger, settings: Settings, job: Job, state: State, *, error: str | None = None,
+            code: str | None = None, event: str | None = None, extra: dict[str, Any] | None = None) -> bool:
+    """Move ``job`` to the terminal ``state`` and then move its inputs (archive or failed).
+
+    Returns False if the job changed state under us (another thread or the CLI got there first).
+    """
+    assert state in TERMINAL
+    files = {role: path for role, path in job.files.items() if Path(path).exists() or Path(path).is_symlink()}
+    moves = outbox.plan_group_move(files, _dest_dir(settings, job, state), job.stem) if files else {}
+    outputs = {**job.outputs, **(extra or {}), "moves": moves, "moves_pending": True}
+    fields: dict[str, Any] = {"outputs": outputs}
+    if error is not None:
+        fields.update(error=scrub(error), error_code=code or "error")
+    if state == State.DONE:
+        fields.update(error=None, error_code=None, progress=100)
+    if not ledger.advance(job.id, job.state, state, event=event or str(state), detail=_detail(error, code),
+                          **fields):
+        return False
+    complete_moves(ledger, settings, ledger.get(job.id))
+    return True
+
+
+def _detail(error: str | None, code: str | None) -> dict[str, Any] | None:
+    return {"code": code, "error": scrub(error)} if error else None
+
+
+def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
+    """Carry out (or finish) a terminal job's recorded input moves and error file."""
+    moves: dict[str, str] = job.outputs.get("moves", {})
+    moved: dict[str, str] = {}
+    for role, src in job.files.items():
+        dst = moves.get(role)
+        if dst is None:
+            continue
+        try:
+            outbox.move(Path(src), Path(dst))
+            moved[role] = dst
+        except FileNotFoundError:
+            log.warning("input_vanished", job_id=job.id, job=job.name, file=src)
+        except OSError as exc:
+            # Leave it pending: a full or read-only disk must not lose the record of where it goes.
+            log.error("move_failed", job_id=job.id, job=job.name, file=src, dst=dst, error=str(exc))
+            return
+    if job.state in (State.FAILED, State.CANCELLED) and moves:
+        video_dst = Path(moves.get("video") or next(iter(moves.values())))
+        err_path = video_dst.with_name(video_dst.stem + ".error.json")
+        try:
+            outbox.write_json(err_path, error_document(job))
+        except OSError as exc:
+            log.error("error_file_failed", job_id=job.id, job=job.name, error=str(exc))
+            return
+    outputs = {**job.outputs, "moves_pending": False}
+    ledger.update(job.id, job.state, files={**job.files, **moved}, outputs=outputs, event="inputs_moved",
+                  detail={"to": sorted(set(str(Path(p).parent) for p in moved.values()))} if moved else None)
+
+
+def error_document(job: Job) -> dict[str, Any]:
+    """The ``<stem>.error.json`` body: what went wrong and what to do. Never holds a secret."""
+    code = job.error_code or ("cancelled" if job.state == State.CANCELLED else "error")
+    message = job.error or ("cancelled by the user" if job.state == State.CANCELLED else "failed")
+    return {
+        "job_id": job.id,
+        "name": job.name,
+        "state": str(job.state),
+        "code": code,
+        "message": scrub(message),
+        "remote_id": job.remote_id,
+        "hint": _hint(code),
+        "retry": f"fix the input and drop it into the inbox again, or run `hotfolder retry {job.id}`",
+    }
+
+
+def _hint(code: str) -> str:
+    if code == "bad_input":
+        return "the input files are unusable as they are; the message says which file and why"
+    if code == "cancelled":
+        return "the job was cancelled; nothing more will happen to it"
+    if code in ("gave_up", "poisoned"):
+        return "the API kept failing; check connectivity and the API status, then retry"
+    return "the API refused or failed the job; the message is the API's own"
+
+
+def complete_pending(ledger: Ledger, settings: Settings) -> int:
+    """Finish the moves of every terminal job whose moves a crash interrupted."""
+    count = 0
+    for job in ledger.jobs(TERMINAL):
+        if job.outputs.get("moves_pending"):
+            complete_moves(ledger, settings, job)
+            count += 1
+    return count

@@ -1,0 +1,330 @@
+"""Drives one job through its steps: upload, submit, (the poller follows), download, finish.
+
+Each step is straight-line code that skips what the ledger says is done, records its intent
+before the external side effect and its result before the next step, so any step can be cut
+anywhere (kill, power cut) and simply run again. Errors are sorted by what to do (see
+:mod:`hotfolder.errors`): retry later with a backoff kept in the ledger (so it survives a
+restart), pause for billing, or fail with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hotfolder import finish, outbox
+from hotfolder.chanjing import ChanjingClient, LipSyncRequest
+from hotfolder.config import Settings
+from hotfolder.errors import (ApiError, AuthError, BillingPaused, FileRejected, InputError, OutcomeUnknown,
+                              PermanentError, RetryLater, UrlExpired)
+from hotfolder.intake import build_params, file_facts
+from hotfolder.ledger import Job, Ledger
+from hotfolder.log import get_logger, job_context, scrub
+from hotfolder.states import State
+
+log = get_logger("hotfolder.pipeline")
+
+SERVICES = {"video": "lip_sync_video", "audio": "lip_sync_audio"}
+FILE_ID_FIELD = {"video": "video_file_id", "audio": "audio_file_id"}
+# Server clocks differ from ours; a task created "before" our intent by less than this is a candidate.
+CLOCK_SKEW_S = 300.0
+UPLOAD_RECHECK_AGE_S = 6 * 3600.0   # re-check a cached upload older than this before reuse
+BILLING_KEY = "billing_paused_until"
+
+
+class NotNow(Exception):
+    """Not a fault: the step must wait (a limit, a pause); retry at ``at`` without counting."""
+
+    def __init__(self, reason: str, at: float) -> None:
+        super().__init__(reason)
+        self.at = at
+
+
+class Pipeline:
+    """The steps of a job. One instance is shared by all worker threads."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, client: ChanjingClient, *,
+                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, wake: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.client = client
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.wake = wake or (lambda: None)
+        self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
+        self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
+        self.create_lock = threading.Lock()   # creates are serialized: reconciliation depends on it
+
+    # -- the driver ---------------------------------------------------------------------------
+    def run(self, job_id: int) -> None:
+        """Run the job's next step (whatever its state says), handling every error."""
+        job = self.ledger.get(job_id)
+        with job_context(job.id, job.name):
+            try:
+                if job.state in (State.QUEUED, State.UPLOADING):
+                    job = self.upload(job)
+                if job.state == State.SUBMITTING:
+                    job = self.submit(job)
+                if job.state == State.DOWNLOADING:
+                    self.download(job)
+            except NotNow as exc:
+                self.ledger.update(job.id, self.ledger.get(job.id).state, next_attempt_at=exc.at)
+                log.debug("job_not_now", reason=str(exc))
+            except BillingPaused as exc:
+                self.pause_billing(job, exc)
+            except (PermanentError, InputError) as exc:
+                self.fail(self.ledger.get(job.id), exc)
+            except (RetryLater, AuthError, OSError) as exc:
+                self.defer(self.ledger.get(job.id), exc)
+            except Exception as exc:  # a bug must not kill the daemon; the poison guard ends it
+                log.exception("job_step_crashed")
+                self.defer(self.ledger.get(job.id), exc)
+            finally:
+                self.wake()
+
+    # -- upload -------------------------------------------------------------------------------
+    def upload(self, job: Job) -> Job:
+        """queued/uploading → submitting: every input uploaded (or reused) and ready."""
+        if job.state == State.QUEUED:
+            if not self.ledger.advance(job.id, State.QUEUED, State.UPLOADING, event="upload_started"):
+                return self.ledger.get(job.id)
+            job = self.ledger.get(job.id)
+        job = self._verify_inputs(job)
+        for role in ("video", "audio"):
+            if role not in job.files or getattr(job, FILE_ID_FIELD[role]):
+                continue
+            file_id = self._upload_one(job, role)
+            if not self.ledger.update(job.id, State.UPLOADING, event="uploaded",
+                                      detail={"role": role, "file_id": file_id}, **{FILE_ID_FIELD[role]: file_id}):
+                return self.ledger.get(job.id)
+            job = self.ledger.get(job.id)
+        for role in ("video", "audio"):
+            file_id = getattr(job, FILE_ID_FIELD[role])
+            if file_id:
+                self.client.wait_file_ready(file_id, timeout=self.settings.retry.file_ready_timeout, stop=self.stop)
+        self.ledger.advance(job.id, State.UPLOADING, State.SUBMITTING, event="files_ready")
+        return self.ledger.get(job.id)
+
+    def _verify_inputs(self, job: Job) -> Job:
+        """Re-hash the inputs: a file changed since it was taken starts the job over."""
+        changed = []
+        for role, facts in job.inputs.items():
+            path = Path(job.files[role])
+            try:
+                st = path.stat()
+            except FileNotFoundError as exc:
+                raise InputError(f"{path.name} vanished from the inbox before it was uploaded: drop the "
+                                 "files again", path=path.name) from exc
+            if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
+                if file_facts(path)["sha256"] != facts["sha256"]:
+                    changed.append(role)
+        if not changed:
+            return job
+        params = build_params(self.settings, {r: Path(p) for r, p in job.files.items()}, job.name)
+        inputs = {role: file_facts(Path(p)) for role, p in job.files.items()}
+        self.ledger.update(job.id, State.UPLOADING, event="inputs_changed", detail={"changed": changed},
+                           inputs=inputs, params=params, video_file_id=None, audio_file_id=None)
+        log.info("inputs_changed_start_over", changed=changed)
+        return self.ledger.get(job.id)
+
+    def _upload_one(self, job: Job, role: str) -> str:
+        service = SERVICES[role]
+        facts = job.inputs[role]
+        cached = self.ledger.cached_upload(facts["sha256"], service)
+        if cached is not None:
+            file_id = self._reuse(cached, facts["sha256"], service)
+            if file_id:
+                log.info("upload_reused", role=role, file_id=file_id)
+                return file_id
+        path = Path(job.files[role])
+        with self.upload_slots:
+            if self.stop.is_set():
+                raise NotNow("stopping", self.clock())
+            file_id = self.client.upload(path, service, name=f"{job.stem}{path.suffix.lower()}")
+        st = path.stat()
+        if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
+            raise RetryLater(f"{path.name} changed while it was uploading; it will be uploaded again")
+        self.ledger.remember_upload(facts["sha256"], service, file_id, facts["size"])
+        log.info("uploaded", role=role, file_id=file_id, size=facts["size"])
+        return file_id
+
+    def _reuse(self, cached: dict[str, Any], sha256: str, service: str) -> str | None:
+        if self.clock() - (cached.get("checked_at") or 0) < UPLOAD_RECHECK_AGE_S:
+            return str(cached["file_id"])
+        try:
+            info = self.client.file_detail(cached["file_id"])
+        except PermanentError:
+            info = None
+        if info is not None and info.status in (0, 1):
+            self.ledger.touch_upload(sha256, service)
+            return str(cached["file_id"])
+        # Deleted after 30 days, cleaned up, or unknown: upload the bytes again.
+        self.ledger.forget_upload(sha256, service)
+        return None
+
+    # -- submit -------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        """submitting → generating: exactly one remote task, never paid for twice."""
+        paused_until = float(self.ledger.get_value(BILLING_KEY) or 0)
+        if paused_until > self.clock():
+            raise NotNow("billing paused", paused_until)
+        with self.create_lock:
+            in_flight = len(self.ledger.jobs([State.GENERATING]))
+            if in_flight >= self.settings.limits.tasks_in_flight:
+                raise NotNow("tasks_in_flight limit", self.clock() + self.settings.watch.poll_interval)
+            job = self.ledger.get(job.id)
+            if job.state != State.SUBMITTING:
+                return job
+            if job.create_intent_at is not None:
+                adopted = self._reconcile(job)
+                if adopted:
+                    self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_adopted",
+                                        detail={"remote_id": adopted}, remote_id=adopted, progress=0)
+                    log.info("task_adopted", remote_id=adopted)
+                    return self.ledger.get(job.id)
+            request = self._request(job)
+            # The intent, durable before the create leaves: after a crash we reconcile, not resend.
+            self.ledger.update(job.id, State.SUBMITTING, event="create_intent", create_intent_at=self.clock())
+            try:
+                remote_id = self.client.create_lip_sync(request)
+            except OutcomeUnknown:
+                raise   # intent kept: the next attempt reconciles with the task list
+            except ApiError:
+                self.ledger.update(job.id, State.SUBMITTING, create_intent_at=None)
+                raise
+            self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_created",
+                                detail={"remote_id": remote_id}, remote_id=remote_id, progress=0)
+            if paused_until:
+                self.ledger.set_value(BILLING_KEY, None)
+                log.info("billing_resumed")
+            log.info("task_created", remote_id=remote_id)
+        return self.ledger.get(job.id)
+
+    def _reconcile(self, job: Job) -> str | None:
+        """The task a lost create made, if the API has one the ledger does not know."""
+        assert job.create_intent_at is not None
+        since = job.create_intent_at - CLOCK_SKEW_S
+        known = self.ledger.known_remote_ids()
+        candidates = []
+        page = 1
+        while True:
+            result = self.client.list_tasks(page=page, page_size=50)
+            for task in result.tasks:
+                if task.id not in known and (task.create_time or 0) >= since:
+                    candidates.append(task)
+            oldest = min((t.create_time or 0 for t in result.tasks), default=0)
+            if page >= result.total_page or not result.tasks or oldest < since:
+                break
+            page += 1
+        if not candidates:
+            self.ledger.note(job.id, "reconciled", {"found": None})
+            return None
+        # Creates are serialized, so the first unknown task at or after the intent is ours.
+        candidates.sort(key=lambda t: (abs((t.create_time or 0) - job.create_intent_at), t.id))
+        return str(candidates[0].id)
+
+    def _request(self, job: Job) -> LipSyncRequest:
+        p = job.params
+        common: dict[str, Any] = dict(
+            video_file_id=job.video_file_id, screen_width=p.get("screen_width"), screen_height=p.get("screen_height"),
+            backway=p.get("backway"), drive_mode=p.get("drive_mode"), model=p.get("model"),
+            volume=p.get("volume"), callback=self.settings.api.callback_url or None)
+        if "audio" in job.files:
+            return LipSyncRequest(audio_type="audio", audio_file_id=job.audio_file_id, **common)
+        return LipSyncRequest(audio_type="tts", text=p["text"], audio_man_id=p["audio_man_id"],
+                              speed=p.get("speed"), pitch=p.get("pitch"), **common)
+
+    # -- download -----------------------------------------------------------------------------
+    def download(self, job: Job) -> None:
+        """downloading → done: results placed atomically in the outbox, inputs archived."""
+        out_dir = outbox.safe_join(self.settings.folders.outbox, job.rel_dir) if job.rel_dir \
+            else self.settings.folders.outbox
+        if "video" not in job.outputs:
+            stem = outbox.free_stem(out_dir, job.stem, [".mp4", ".jpg"])
+            planned = {**job.outputs, "video": str(out_dir / f"{stem}.mp4"), "cover": str(out_dir / f"{stem}.jpg")}
+            if not self.ledger.update(job.id, State.DOWNLOADING, event="outputs_planned", outputs=planned):
+                return
+            job = self.ledger.get(job.id)
+        for role, ext in (("video", ".mp4"), ("cover", ".jpg")):
+            final = Path(job.outputs[role])
+            tmp = out_dir / f".hotfolder-{job.id}-{role}{ext}"
+            if final.exists() and not tmp.exists():
+                continue
+            url = job.video_url if role == "video" else job.preview_url
+            if not url:
+                log.warning("result_missing", role=role)
+                continue
+            with self.download_slots:
+                try:
+                    self.client.download(url, tmp)
+                except UrlExpired:
+                    job = self._refresh_urls(job)
+                    fresh = job.video_url if role == "video" else job.preview_url
+                    self.client.download(fresh or url, tmp)
+            outbox.place(tmp, final)
+            log.info("output_placed", role=role, path=str(final))
+        finish.end_job(self.ledger, self.settings, self.ledger.get(job.id), State.DONE, event="done")
+        log.info("job_done")
+
+    def _refresh_urls(self, job: Job) -> Job:
+        assert job.remote_id
+        task = self.client.task_detail(job.remote_id)
+        self.ledger.update(job.id, State.DOWNLOADING, event="urls_refreshed",
+                           video_url=task.video_url, preview_url=task.preview_url)
+        return self.ledger.get(job.id)
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def fail(self, job: Job, exc: BaseException, code: str | None = None) -> None:
+        """End the job as failed with an actionable message; its inputs go to ``failed/``."""
+        if code is None:
+            code = getattr(exc, "code", None)
+            code = str(code) if code is not None else "error"
+        message = str(exc)
+        if isinstance(exc, FileRejected):
+            message += " — the API refused this file; check its content and format, then drop it again"
+        log.warning("job_failed", code=code, error=scrub(message))
+        finish.end_job(self.ledger, self.settings, job, State.FAILED, error=message, code=code)
+
+    def fail_at_intake(self, job_id: int, exc: InputError) -> None:
+        """Callback for intake: a job whose inputs are unusable."""
+        with job_context(job_id, self.ledger.get(job_id).name):
+            self.fail(self.ledger.get(job_id), exc, code=exc.code)
+
+    def defer(self, job: Job, exc: BaseException) -> None:
+        """Schedule another try with capped, jittered backoff, or give up past the deadline."""
+        if job.state not in (State.QUEUED, State.UPLOADING, State.SUBMITTING, State.GENERATING, State.DOWNLOADING):
+            return
+        now = self.clock()
+        kind = f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
+        same = job.same_error_count + 1 if kind == job.last_error_kind else 1
+        first = job.first_trouble_at or now
+        retry = self.settings.retry
+        if now - first > retry.deadline_hours * 3600:
+            return self.fail(job, RuntimeError(f"gave up after {job.attempts + 1} attempts over "
+                                               f"{(now - first) / 3600:.1f} h; last error: {exc}"), code="gave_up")
+        if same >= retry.poison_after and not isinstance(exc, (RetryLater, AuthError)):
+            return self.fail(job, RuntimeError(f"failed the same way {same} times: {exc}"), code="poisoned")
+        delay = getattr(exc, "retry_after", None) or min(900.0, 2.0 * 2 ** min(job.attempts, 12))
+        delay *= 0.5 + self.rng.random()
+        self.ledger.update(job.id, job.state, event="retry_scheduled",
+                           detail={"error": scrub(str(exc)), "in_s": round(delay, 1)},
+                           attempts=job.attempts + 1, next_attempt_at=now + delay, first_trouble_at=first,
+                           last_error_kind=kind, same_error_count=same, error=scrub(str(exc)))
+        log.warning("job_retry_later", error=scrub(str(exc)), in_s=round(delay, 1), attempt=job.attempts + 1)
+
+    def pause_billing(self, job: Job, exc: BaseException) -> None:
+        """The account is out of balance: not the job's fault. Requeue it and pause creates."""
+        until = self.clock() + self.settings.retry.billing_recheck_seconds
+        self.ledger.set_value(BILLING_KEY, str(until))
+        current = self.ledger.get(job.id)
+        if current.state in (State.SUBMITTING, State.GENERATING):
+            self.ledger.advance(current.id, current.state, State.QUEUED, event="billing_paused",
+                                detail={"msg": str(exc)}, remote_id=None, create_intent_at=None,
+                                error=f"waiting for account balance: {exc}")
+        log.warning("billing_paused", until=until, error=str(exc))
