@@ -154,6 +154,9 @@ class Ledger:
 
     def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version."""
+        # Read first without a write lock, so opening a current ledger never waits on a writer.
+        if self.db.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+            return len(MIGRATIONS)
         with self._tx() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
