@@ -12,7 +12,9 @@ Errors are grouped by what the caller must *do*, not by where they came from::
         ├── RetryLater           transient: back off and try again
         │   ├── RateLimited      40001, or HTTP 429
         │   ├── OutcomeUnknown   a create whose answer was lost: reconcile, never resend blindly
-        │   └── UrlExpired       a signed upload/result URL was refused: get a fresh one
+        │   ├── UrlExpired       a signed upload/result URL was refused: get a fresh one
+        │   └── Interrupted      a wait (pacing, backoff, file readiness) was cut short by a
+        │                        stop request: nothing failed, resume after the restart
         ├── AuthError            10400/10401, or bad credentials: re-authenticate (once)
         ├── BillingPaused        account out of balance: pause submissions, retry later
         └── PermanentError       the request itself is at fault: fail the job with the message
@@ -110,6 +112,10 @@ class OutcomeUnknown(RetryLater):
 
 class UrlExpired(RetryLater):
     """A signed URL (upload target or result) was refused; fetch a fresh one and retry."""
+
+
+class Interrupted(RetryLater):
+    """A wait inside the client was cut short because the daemon is stopping; nothing failed."""
 
 
 class AuthError(ApiError):
