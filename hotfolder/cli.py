@@ -56,6 +56,9 @@ def open_ledger(settings: config.Settings) -> Any:
 def main() -> None:
     """hotfolder: drop a video plus a script (.txt) or speech (.wav/.mp3/.m4a) into the inbox;
     get a lip-synced MP4 and its cover in the outbox."""
+    # Warnings only, on stderr: stdout belongs to the command's output (e.g. --json). `run`
+    # reconfigures with its own level.
+    configure("warning", stream=sys.stderr)
 
 
 @main.command()

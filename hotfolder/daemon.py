@@ -70,7 +70,8 @@ class StagePool:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def make_client(settings: Settings, ledger: Ledger, **kw: Any) -> ChanjingClient:
+def make_client(settings: Settings, ledger: Ledger, *, stop: threading.Event | None = None,
+                **kw: Any) -> ChanjingClient:
     """The API client for these settings, keeping its token in the ledger."""
     register_secret(settings.api.secret_key)
     lim = settings.limits
@@ -80,7 +81,7 @@ def make_client(settings: Settings, ledger: Ledger, **kw: Any) -> ChanjingClient
         limits=Limits(creates_per_minute=lim.creates_per_minute, file_calls_per_minute=lim.file_calls_per_minute,
                       queries_per_second=lim.queries_per_second, uploads=lim.uploads,
                       tasks_in_flight=lim.tasks_in_flight, downloads=lim.downloads),
-        **kw,
+        stop=stop, **kw,
     )
 
 
@@ -123,7 +124,7 @@ class Daemon:
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(s.ledger_path, clock=self.clock)
-        client = self._client or make_client(s, ledger)
+        client = self._client or make_client(s, ledger, stop=self.stop)
         pipeline = Pipeline(s, ledger, client, stop=self.stop, clock=self.clock, wake=self.wake)
         poller = Poller(ledger, client, pipeline)
         intake = Intake(s, ledger, clock=self.clock, on_failed=pipeline.fail_at_intake)

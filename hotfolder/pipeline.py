@@ -19,8 +19,8 @@ from typing import Any
 from hotfolder import finish, outbox
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
-from hotfolder.errors import (ApiError, AuthError, BillingPaused, FileRejected, InputError, OutcomeUnknown,
-                              PermanentError, RetryLater, UrlExpired)
+from hotfolder.errors import (ApiError, AuthError, BillingPaused, FileRejected, InputError, Interrupted,
+                              OutcomeUnknown, PermanentError, RetryLater, UrlExpired)
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context, scrub
@@ -60,6 +60,9 @@ class Pipeline:
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
         self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
         self.create_lock = threading.Lock()   # creates are serialized: reconciliation depends on it
+        # One upload per distinct content at a time: identical files dropped together upload once.
+        self._content_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._content_locks_guard = threading.Lock()
 
     # -- the driver ---------------------------------------------------------------------------
     def run(self, job_id: int) -> None:
@@ -76,6 +79,8 @@ class Pipeline:
             except NotNow as exc:
                 self.ledger.update(job.id, self.ledger.get(job.id).state, next_attempt_at=exc.at)
                 log.debug("job_not_now", reason=str(exc))
+            except Interrupted:
+                log.debug("job_interrupted_by_stop")   # resumes from its checkpoint at the next start
             except BillingPaused as exc:
                 self.pause_billing(job, exc)
             except (PermanentError, InputError) as exc:
@@ -134,6 +139,13 @@ class Pipeline:
         return self.ledger.get(job.id)
 
     def _upload_one(self, job: Job, role: str) -> str:
+        key = (job.inputs[role]["sha256"], SERVICES[role])
+        with self._content_locks_guard:
+            lock = self._content_locks.setdefault(key, threading.Lock())
+        with lock:
+            return self._upload_content(job, role)
+
+    def _upload_content(self, job: Job, role: str) -> str:
         service = SERVICES[role]
         facts = job.inputs[role]
         cached = self.ledger.cached_upload(facts["sha256"], service)

@@ -9,16 +9,30 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import MEDIA, wait_for, write_config
+from conftest import FAST_SANDBOX, MEDIA, wait_for, write_config
 from hotfolder import config
 from hotfolder.ledger import Ledger
 
 SECRET = "s3cr3t-Very-Distinct-Key-9f8e7d"
+
+
+@pytest.fixture
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A sandbox whose account has a distinctive secret, so logs can be searched for it."""
+    from hotfolder.sandbox import Sandbox, SandboxSettings
+
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), secret_key=SECRET, settings=SandboxSettings(**FAST_SANDBOX))
+    sb.start()
+    try:
+        yield sb
+    finally:
+        sb.stop()
 
 
 def start_daemon(config_path: Path, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
