@@ -92,3 +92,12 @@ def no_leaked_threads() -> Iterator[None]:
             return
         time.sleep(0.05)
     pytest.fail(f"leaked threads: {[t.name for t in leaked]}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_structlog() -> Iterator[None]:
+    """Commands configure structlog globally; each test starts from the defaults."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()
