@@ -31,6 +31,7 @@ class ApiSettings:
     app_id: str
     secret_key: str = field(repr=False)
     callback_url: str = ""
+    timeout_seconds: float = 30.0   # per HTTP request; also bounds how long a lost create may linger
     # Where the secret came from, so `doctor` can check that file's permissions.
     secret_source: str = "config"
 
@@ -96,7 +97,7 @@ LIPSYNC_DEFAULTS: dict[str, Any] = {
 }
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
-    "api": ("base_url", "app_id", "secret_key", "secret_key_file", "callback_url"),
+    "api": ("base_url", "app_id", "secret_key", "secret_key_file", "callback_url", "timeout_seconds"),
     "folders": ("inbox", "outbox", "archive", "failed"),
     "ledger": ("path",),
     "watch": tuple(WatchSettings.__dataclass_fields__),
@@ -229,7 +230,11 @@ def _api(raw: dict[str, Any], env: Mapping[str, str], base_dir: Path) -> ApiSett
                     f"api.{key} must be an http(s) URL, got {values[key]!r}", key=f"api.{key}"
                 )
     values["base_url"] = values["base_url"].rstrip("/")
-    return ApiSettings(**values, secret_source=source)
+    timeout = raw.get("timeout_seconds", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 600:
+        raise ConfigError(f"api.timeout_seconds must be a number from 1 to 600, got {timeout!r}",
+                          key="api.timeout_seconds")
+    return ApiSettings(**values, timeout_seconds=float(timeout), secret_source=source)
 
 
 def _path(section: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Path:

@@ -81,7 +81,7 @@ def make_client(settings: Settings, ledger: Ledger, *, stop: threading.Event | N
         limits=Limits(creates_per_minute=lim.creates_per_minute, file_calls_per_minute=lim.file_calls_per_minute,
                       queries_per_second=lim.queries_per_second, uploads=lim.uploads,
                       tasks_in_flight=lim.tasks_in_flight, downloads=lim.downloads),
-        stop=stop, **kw,
+        stop=stop, timeout=settings.api.timeout_seconds, **kw,
     )
 
 

@@ -200,6 +200,12 @@ class Pipeline:
                                         detail={"remote_id": adopted}, remote_id=adopted, progress=0)
                     log.info("task_adopted", remote_id=adopted)
                     return self.ledger.get(job.id)
+            unresolved = [j.id for j in self.ledger.jobs([State.SUBMITTING])
+                          if j.create_intent_at is not None and j.id != job.id]
+            if unresolved:
+                # Another create's outcome is unknown: a new task now could be mistaken for it.
+                raise NotNow(f"waiting for job {unresolved[0]}'s lost create to be reconciled",
+                             self.clock() + self.settings.watch.poll_interval)
             request = self._request(job)
             # The intent, durable before the create leaves: after a crash we reconcile, not resend.
             self.ledger.update(job.id, State.SUBMITTING, event="create_intent", create_intent_at=self.clock())
@@ -235,6 +241,11 @@ class Pipeline:
                 break
             page += 1
         if not candidates:
+            # A create sent just before a crash may still be in the server's hands (queued,
+            # slow): only once no request could still be pending is "no task" the truth.
+            settle_at = job.create_intent_at + self.settings.api.timeout_seconds + 5.0
+            if self.clock() < settle_at:
+                raise NotNow("a lost create may still be in flight; reconciling again shortly", settle_at)
             self.ledger.note(job.id, "reconciled", {"found": None})
             return None
         # Creates are serialized, so the first unknown task at or after the intent is ours.

@@ -35,7 +35,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     """Write a hotfolder.toml under ``root`` with fast timings; ``sections`` override keys."""
     data: dict[str, dict[str, Any]] = {
-        "api": {"base_url": base_url, "app_id": "sandbox", "secret_key": "sandbox"},
+        "api": {"base_url": base_url, "app_id": "sandbox", "secret_key": "sandbox", "timeout_seconds": 3},
         "folders": {"inbox": "inbox", "outbox": "outbox", "archive": "archive", "failed": "failed"},
         "ledger": {"path": "state/ledger.db"},
         "watch": {"settle_seconds": 0.3, "poll_interval": 0.2, "rescan_seconds": 2},

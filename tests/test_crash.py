@@ -123,3 +123,8 @@ def test_chaos_kills_at_random_moments(tmp_path: Path, sandbox: Any) -> None:
     check_outputs(settings, sandbox, expected)
     assert time.monotonic() - started < 120
     assert SECRET not in log.read_text()
+    ledger = Ledger(settings.ledger_path)
+    kinds = Counter(e["kind"] for j in ledger.jobs() for e in ledger.events(j.id))
+    print(f"chaos: kills={kills} jobs={len(expected)} creates={len(sandbox.tasks())} "
+          f"adopted={kinds['task_adopted']} reconciled_none={kinds['reconciled']} "
+          f"retries={kinds['retry_scheduled']} seconds={time.monotonic() - started:.1f}")
