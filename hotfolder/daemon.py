@@ -156,7 +156,7 @@ class Daemon:
                 now = self.clock()
                 changed = watcher.drain()
                 wait_for: list[float] = [now + s.watch.rescan_seconds]
-                if changed or now >= next_rescan or self.once:
+                if (changed or now >= next_rescan or self.once) and not self._low_on_space():
                     watcher.ensure()   # (re)start it first, then scan: nothing slips between
                     result = intake.scan()
                     next_rescan = now + s.watch.rescan_seconds
@@ -193,6 +193,18 @@ class Daemon:
             poll_thread.join(timeout=max(0.0, deadline - time.monotonic()))
             log.info("daemon_stop", jobs=ledger.counts())
         return exit_code
+
+    def _low_on_space(self) -> bool:
+        """Intake pauses while the outbox's disk is below ``disk.min_free_mb`` (and says so once)."""
+        from hotfolder.outbox import free_bytes
+
+        free = free_bytes(self.settings.folders.outbox)
+        low = free < self.settings.disk.min_free_mb * 2**20
+        if low != getattr(self, "_was_low", False):
+            (log.warning if low else log.info)("intake_paused_low_space" if low else "intake_resumed_space",
+                                               free_mb=free // 2**20, min_free_mb=self.settings.disk.min_free_mb)
+            self._was_low = low
+        return low
 
     def _poll_loop(self, poller: Poller) -> None:
         interval = self.settings.watch.poll_interval

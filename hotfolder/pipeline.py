@@ -274,6 +274,11 @@ class Pipeline:
             if not self.ledger.update(job.id, State.DOWNLOADING, event="outputs_planned", outputs=planned):
                 return
             job = self.ledger.get(job.id)
+        min_free = self.settings.disk.min_free_mb * 2**20
+        if outbox.free_bytes(out_dir) < min_free:
+            log.warning("outbox_low_on_space", free_mb=outbox.free_bytes(out_dir) // 2**20,
+                        min_free_mb=self.settings.disk.min_free_mb)
+            raise NotNow("the outbox is low on space", self.clock() + 60.0)
         for role, ext in (("video", ".mp4"), ("cover", ".jpg")):
             final = Path(job.outputs[role])
             tmp = out_dir / f".hotfolder-{job.id}-{role}{ext}"
