@@ -76,9 +76,21 @@ def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
         except OSError as exc:
             log.error("error_file_failed", job_id=job.id, job=job.name, error=str(exc))
             return
+    _remove_stale_temps(settings, job)
     outputs = {**job.outputs, "moves_pending": False}
     ledger.update(job.id, job.state, files={**job.files, **moved}, outputs=outputs, event="inputs_moved",
                   detail={"to": sorted(set(str(Path(p).parent) for p in moved.values()))} if moved else None)
+
+
+def _remove_stale_temps(settings: Settings, job: Job) -> None:
+    """Partial downloads of an ended job are ours, not the user's: remove them."""
+    out_dir = outbox.safe_join(settings.folders.outbox, job.rel_dir) if job.rel_dir else settings.folders.outbox
+    if out_dir.is_dir():
+        for tmp in out_dir.glob(f".hotfolder-{job.id}-*"):
+            try:
+                tmp.unlink()
+            except OSError as exc:
+                log.warning("temp_cleanup_failed", file=str(tmp), error=str(exc))
 
 
 def error_document(job: Job) -> dict[str, Any]:

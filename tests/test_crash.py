@@ -97,6 +97,13 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path, sandbox: Any) -> None:
     assert rerun.wait(timeout=90) == 0, log.read_text()[-3000:]
     check_outputs(settings, sandbox, expected)
     assert SECRET not in log.read_text()
+    env = {**os.environ, "HOTFOLDER_CONFIG": str(path), "CHANJING_SECRET_KEY": SECRET}
+    for args in (["status", "--json"], ["status"], ["show", "--json", "job00.mp4"], ["doctor"]):
+        out = subprocess.run([sys.executable, "-m", "hotfolder", *args], env=env, capture_output=True, text=True)
+        assert SECRET not in out.stdout + out.stderr, args
+    for path_ in tmp_path.rglob("*"):
+        if path_.is_file() and path_.suffix in (".json", ".log", ".toml", ".txt") and path_.name != "hotfolder.toml":
+            assert SECRET not in path_.read_text(errors="replace"), path_
 
 
 def test_chaos_kills_at_random_moments(tmp_path: Path, sandbox: Any) -> None:
