@@ -9,11 +9,11 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
+import conftest
 import pytest
 
 from hotfolder.sandbox import Sandbox, SandboxSettings
@@ -35,14 +35,7 @@ FAST = SandboxSettings(
 
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
+    return conftest.wait_for(predicate, timeout=timeout, interval=interval)
 
 
 class Api:

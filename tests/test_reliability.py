@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from conftest import MEDIA, wait_for
 from test_crash import drop_jobs
