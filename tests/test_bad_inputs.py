@@ -152,3 +152,32 @@ def test_ledger_locked_by_another_process_only_delays(tmp_path: Path, sandbox: A
         release.join()
         other.close()
     assert (env.settings.folders.outbox / "lk.mp4").exists()
+
+
+def test_transient_trouble_past_the_deadline_fails_the_job(tmp_path: Path, sandbox: Any) -> None:
+    from hotfolder.errors import RetryLater
+
+    env = Env(tmp_path, sandbox, retry={"deadline_hours": 1})
+    pipeline, job_id, client = _queued_job(env, {"late.mp4": VIDEO, "late.txt": "hi"})
+    client.close()
+    now = [1000.0]
+    pipeline.clock = lambda: now[0]
+    pipeline.defer(env.ledger().get(job_id), RetryLater("network down"))
+    job = env.ledger().get(job_id)
+    assert job.state == "queued" and job.attempts == 1 and job.next_attempt_at > 1000.0
+    now[0] += 3601.0
+    pipeline.defer(env.ledger().get(job_id), RetryLater("still down"))
+    job = env.ledger().get(job_id)
+    assert job.state == "failed" and job.error_code == "gave_up" and "still down" in job.error
+    error = json.loads((env.settings.folders.failed / "late.error.json").read_text(encoding="utf-8"))
+    assert error["code"] == "gave_up"
+
+
+def test_the_same_failure_again_and_again_is_poisoned(tmp_path: Path, sandbox: Any) -> None:
+    env = Env(tmp_path, sandbox, retry={"poison_after": 3})
+    pipeline, job_id, client = _queued_job(env, {"bug.mp4": VIDEO, "bug.txt": "hi"})
+    client.close()
+    for _ in range(3):
+        pipeline.defer(env.ledger().get(job_id), ValueError("a bug that never goes away"))
+    job = env.ledger().get(job_id)
+    assert job.state == "failed" and job.error_code == "poisoned"
