@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import signal
 import subprocess
 import sys
@@ -144,6 +145,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the test file (default 1024)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="client and curl measured alternately this many times; medians reported (default 3): "
+                             "one round is at the mercy of disk writeback")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("BASE_URL", "SOURCE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,29 +172,37 @@ def main() -> None:
         if not base_url.startswith("http"):
             raise SystemExit("the sandbox did not start")
 
-        wall, client_rss, _, text = measured([sys.executable, __file__, "--client", base_url, str(source),
+        samples: dict[str, list[float]] = {"put": [], "get": [], "curl_put": [], "curl_get": []}
+        client_rss = curl_put_rss = curl_get_rss = 0.0
+        for _round in range(args.rounds):
+            wall, rss, _, text = measured([sys.executable, __file__, "--client", base_url, str(source),
                                            str(work / "client-download.mp4")])
-        result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
-        assert (work / "client-download.mp4").stat().st_size == size
-        (work / "client-download.mp4").unlink()
-        os.sync()  # nor of the client's blobs with curl's
+            result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+            client_rss = max(client_rss, rss)
+            assert (work / "client-download.mp4").stat().st_size == size
+            (work / "client-download.mp4").unlink()
+            os.sync()  # nor of the client's blobs with curl's
+            _, put_rss, _, curl_put = measured(
+                ["curl", "-sS", "-f", "-T", str(source), "-H", f"Content-Type: {result['curl_mime_type']}",
+                 "-o", os.devnull, "-w", "%{time_total}", result["curl_sign_url"]])
+            _, get_rss, _, curl_get = measured(
+                ["curl", "-sS", "-f", "-o", str(work / "curl-download.mp4"), "-w", "%{time_total}",
+                 result["video_url"]])
+            assert (work / "curl-download.mp4").stat().st_size == size
+            (work / "curl-download.mp4").unlink()
+            os.sync()
+            curl_put_rss, curl_get_rss = max(curl_put_rss, put_rss), max(curl_get_rss, get_rss)
+            for key, seconds in (("put", result["put_s"]), ("get", result["get_s"]),
+                                 ("curl_put", float(curl_put)), ("curl_get", float(curl_get))):
+                samples[key].append(size / MIB / seconds)
 
-        _, _, curl_put_rss, curl_put = measured(
-            ["curl", "-sS", "-f", "-T", str(source), "-H", f"Content-Type: {result['curl_mime_type']}",
-             "-o", os.devnull, "-w", "%{time_total}", result["curl_sign_url"]])
-        _, _, curl_get_rss, curl_get = measured(
-            ["curl", "-sS", "-f", "-o", str(work / "curl-download.mp4"), "-w", "%{time_total}",
-             result["video_url"]])
-        assert (work / "curl-download.mp4").stat().st_size == size
-
-        def rate(seconds: float) -> float:
-            return size / MIB / seconds
-
+        median = statistics.median
         rows = [
-            ("upload (PUT)", rate(result["put_s"]), rate(float(curl_put))),
-            ("download (GET)", rate(result["get_s"]), rate(float(curl_get))),
+            ("upload (PUT)", median(samples["put"]), median(samples["curl_put"])),
+            ("download (GET)", median(samples["get"]), median(samples["curl_get"])),
         ]
-        print(f"\n{args.size_mib} MiB over loopback to the sandbox (separate process)\n")
+        print(f"\n{args.size_mib} MiB over loopback to the sandbox (separate process), "
+              f"median of {args.rounds} rounds\n")
         print(f"{'':16} {'client MiB/s':>13} {'curl MiB/s':>11} {'client/curl':>12}")
         for name, mine, theirs in rows:
             print(f"{name:16} {mine:13.0f} {theirs:11.0f} {mine / theirs:12.2f}")
@@ -198,6 +210,8 @@ def main() -> None:
               f"{result['hwm_mib']:.1f} MiB; {result['baseline_rss_mib']:.1f} MiB after imports and a first "
               f"call, before any transfer)")
         print(f"          curl PUT {curl_put_rss:.1f} MiB, curl GET {curl_get_rss:.1f} MiB (sampled VmHWM)")
+        print("samples MiB/s: " + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vals)}"
+                                             for k, vals in samples.items()))
         print(f"client child wall time {wall:.1f} s (includes interpreter start, file readiness, the task)")
         ok_rss = client_rss < 100
         ok_speed = all(mine * 2 >= theirs for _, mine, theirs in rows)
