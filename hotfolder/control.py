@@ -17,7 +17,8 @@ from hotfolder import finish, pairing
 from hotfolder.config import Settings
 from hotfolder.errors import HotfolderError, InputError
 from hotfolder.intake import build_params, file_facts
-from hotfolder.ledger import DaemonLock, Job, Ledger
+from hotfolder.ledger import Job, Ledger
+from hotfolder.locks import DaemonLock
 from hotfolder.log import scrub
 from hotfolder.pipeline import BILLING_KEY
 from hotfolder.states import TERMINAL, State

@@ -22,7 +22,8 @@ from hotfolder import finish
 from hotfolder.chanjing import ChanjingClient, Limits
 from hotfolder.config import Settings
 from hotfolder.intake import Intake
-from hotfolder.ledger import DaemonLock, Ledger, LedgerTokenStore
+from hotfolder.ledger import Ledger
+from hotfolder.locks import DaemonLock, LedgerTokenStore
 from hotfolder.log import get_logger, register_secret
 from hotfolder.pipeline import Pipeline
 from hotfolder.poller import Poller
@@ -158,6 +159,8 @@ class Daemon:
                 wait_for: list[float] = [now + s.watch.rescan_seconds]
                 if (changed or now >= next_rescan or self.once) and not self._low_on_space():
                     watcher.ensure()   # (re)start it first, then scan: nothing slips between
+                    if now >= next_rescan:
+                        finish.complete_pending(ledger, s)   # moves a full/read-only disk held up
                     result = intake.scan()
                     next_rescan = now + s.watch.rescan_seconds
                     tracked.update(result.created)

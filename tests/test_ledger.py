@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hotfolder.errors import LedgerError, LedgerLockedError
-from hotfolder.ledger import DaemonLock, Ledger, filesystem_type
+from hotfolder.ledger import Ledger, filesystem_type
+from hotfolder.locks import DaemonLock
 from hotfolder.states import State, can_move
 
 
