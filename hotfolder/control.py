@@ -92,6 +92,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str) -> Job:
     err_file = Path(files["video"]).with_name(Path(files["video"]).stem + ".error.json")
     if not ledger.advance(job.id, job.state, State.QUEUED, event="retry", files={k: str(v) for k, v in files.items()},
                           inputs=inputs, params=params, outputs={}, remote_id=None, create_intent_at=None,
+                          video_file_id=None, audio_file_id=None, video_url=None, preview_url=None,
                           attempts=0, next_attempt_at=0.0, first_trouble_at=None, last_error_kind=None,
                           same_error_count=0, error=None, error_code=None, finished_at=None, progress=0):
         raise ControlError(f"job {job.id} changed state meanwhile; look again with `hotfolder show {job.id}`")

@@ -157,11 +157,20 @@ class Daemon:
                 now = self.clock()
                 changed = watcher.drain()
                 wait_for: list[float] = [now + s.watch.rescan_seconds]
+                result = None
                 if (changed or now >= next_rescan or self.once) and not self._low_on_space():
                     watcher.ensure()   # (re)start it first, then scan: nothing slips between
-                    if now >= next_rescan:
-                        finish.complete_pending(ledger, s)   # moves a full/read-only disk held up
-                    result = intake.scan()
+                    try:
+                        if now >= next_rescan:
+                            with self._running_lock:
+                                busy = set(self._running)
+                            finish.complete_pending(ledger, s, skip=busy)   # moves a full disk held up
+                        result = intake.scan()
+                    except Exception:   # one bad scan must not end the daemon: log, look again later
+                        log.exception("intake_failed")
+                        next_rescan = now + s.watch.rescan_seconds
+                        result = None
+                if result is not None:
                     next_rescan = now + s.watch.rescan_seconds
                     tracked.update(result.created)
                     if result.next_check is not None:

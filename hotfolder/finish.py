@@ -8,6 +8,7 @@ Intake treats a job with pending moves as still open, so its inputs are never ta
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from hotfolder.log import get_logger, scrub
 from hotfolder.states import TERMINAL, State
 
 log = get_logger("hotfolder.finish")
+# A worker ending a job and the main loop finishing held-up moves must never move the same files.
+_MOVES_LOCK = threading.Lock()
 
 
 def _dest_dir(settings: Settings, job: Job, state: State) -> Path:
@@ -53,6 +56,13 @@ def _detail(error: str | None, code: str | None) -> dict[str, Any] | None:
 
 def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
     """Carry out (or finish) a terminal job's recorded input moves and error file."""
+    with _MOVES_LOCK:
+        job = ledger.get(job.id)   # the truth now, not what the caller saw
+        if job.outputs.get("moves_pending"):
+            _complete_moves(ledger, settings, job)
+
+
+def _complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
     moves: dict[str, str] = job.outputs.get("moves", {})
     moved: dict[str, str] = {}
     for role, src in job.files.items():
@@ -119,11 +129,12 @@ def _hint(code: str) -> str:
     return "the API refused or failed the job; the message is the API's own"
 
 
-def complete_pending(ledger: Ledger, settings: Settings) -> int:
-    """Finish the moves of every terminal job whose moves a crash interrupted."""
+def complete_pending(ledger: Ledger, settings: Settings, skip: set[int] | None = None) -> int:
+    """Finish the moves of every terminal job whose moves a crash (or a full disk) interrupted;
+    ``skip`` names jobs a worker is ending right now."""
     count = 0
     for job in ledger.jobs(TERMINAL):
-        if job.outputs.get("moves_pending"):
+        if job.outputs.get("moves_pending") and job.id not in (skip or set()):
             complete_moves(ledger, settings, job)
             count += 1
     return count

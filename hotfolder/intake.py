@@ -86,8 +86,12 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
                 path=name)
     else:
         audio = files["audio"]
-        with open(audio, "rb") as fh:
-            pairing_head = fh.read(HEAD_BYTES)
+        try:
+            with open(audio, "rb") as fh:
+                pairing_head = fh.read(HEAD_BYTES)
+        except OSError as exc:
+            raise InputError(f"cannot read {audio.name} (for {name}): {exc.strerror}; let the hotfolder "
+                             "user read it", path=audio.name) from exc
         media.sniff_audio(pairing_head, audio.suffix.lower().lstrip("."), name=audio.name)
     return params
 
@@ -226,6 +230,9 @@ class Intake:
                 error = exc
             except FileNotFoundError:
                 return None   # vanished while we looked: the next scan sees the truth
+            except OSError as exc:
+                error = InputError(f"cannot read the files of {video_rel}: {exc.strerror}; let the hotfolder "
+                                   "user read them", path=video_rel)
         str_files = {role: str(path) for role, path in files.items()}
         if existing is not None:
             # The sidecar arrived for a waiting job.

@@ -9,6 +9,7 @@ restart), pause for billing, or fail with a message a person can act on.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -208,7 +209,9 @@ class Pipeline:
                              self.clock() + self.settings.watch.poll_interval)
             request = self._request(job)
             # The intent, durable before the create leaves: after a crash we reconcile, not resend.
-            self.ledger.update(job.id, State.SUBMITTING, event="create_intent", create_intent_at=self.clock())
+            if not self.ledger.update(job.id, State.SUBMITTING, event="create_intent",
+                                      create_intent_at=self.clock()):
+                return self.ledger.get(job.id)   # cancelled meanwhile: nothing sent, nothing paid
             try:
                 remote_id = self.client.create_lip_sync(request)
             except OutcomeUnknown:
@@ -216,8 +219,11 @@ class Pipeline:
             except ApiError:
                 self.ledger.update(job.id, State.SUBMITTING, create_intent_at=None)
                 raise
-            self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_created",
-                                detail={"remote_id": remote_id}, remote_id=remote_id, progress=0)
+            if not self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_created",
+                                       detail={"remote_id": remote_id}, remote_id=remote_id, progress=0):
+                # Cancelled while the create was in flight: keep the id known so no job adopts it.
+                self.ledger.note(job.id, "task_orphaned", {"remote_id": remote_id})
+                return self.ledger.get(job.id)
             if paused_until:
                 self.ledger.set_value(BILLING_KEY, None)
                 log.info("billing_resumed")
@@ -282,9 +288,16 @@ class Pipeline:
         for role, ext in (("video", ".mp4"), ("cover", ".jpg")):
             final = Path(job.outputs[role])
             tmp = out_dir / f".hotfolder-{job.id}-{role}{ext}"
-            if final.exists() and not tmp.exists():
+            if final.exists() and (not tmp.exists() or os.path.samefile(tmp, final)):
+                if tmp.exists():
+                    tmp.unlink()   # linked into place before a crash; only the unlink was left
                 continue
             url = job.video_url if role == "video" else job.preview_url
+            if not url and role == "video":
+                job = self._refresh_urls(job)
+                url = job.video_url
+                if not url:
+                    raise RetryLater("the task succeeded but the API gave no video_url yet")
             if not url:
                 log.warning("result_missing", role=role)
                 continue
@@ -336,7 +349,7 @@ class Pipeline:
         if now - first > retry.deadline_hours * 3600:
             return self.fail(job, RuntimeError(f"gave up after {job.attempts + 1} attempts over "
                                                f"{(now - first) / 3600:.1f} h; last error: {exc}"), code="gave_up")
-        if same >= retry.poison_after and not isinstance(exc, (RetryLater, AuthError)):
+        if same >= retry.poison_after and not isinstance(exc, (RetryLater, AuthError, OSError)):
             return self.fail(job, RuntimeError(f"failed the same way {same} times: {exc}"), code="poisoned")
         delay = getattr(exc, "retry_after", None) or min(900.0, 2.0 * 2 ** min(job.attempts, 12))
         delay *= 0.5 + self.rng.random()

@@ -87,6 +87,14 @@ class Poller:
                 self.pipeline.fail(job, TaskFailed(f"the API could not make the video: {msg}",
                                                    code=STATUS_FAILED, endpoint="detail"), code="task_failed")
             return 1
+        started = job.create_intent_at or job.created_at
+        limit_h = self.pipeline.settings.retry.deadline_hours
+        if self.pipeline.clock() - started > limit_h * 3600:
+            self.pipeline.fail(job, TaskFailed(
+                f"the API has not finished task {job.remote_id} after {limit_h:g} h (status {status}); "
+                f"it may be stuck on their side: retry the job or contact Chanjing support with this id",
+                code=status, endpoint="detail"), code="task_stuck")
+            return 1
         progress = int(task.progress or 0)
         if progress != job.progress:
             self.ledger.update(job.id, State.GENERATING, progress=progress)

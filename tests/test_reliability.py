@@ -47,8 +47,8 @@ def test_ten_pairs_into_a_running_daemon(tmp_path: Path, sandbox: Any) -> None:
 
 
 def test_everything_finishes_despite_injected_faults(tmp_path: Path, sandbox: Any) -> None:
-    sandbox.update(seed=7, error_rate=0.2, drop_rate=0.05, truncate_rate=0.2, token_ttl=3,
-                   queries_per_second=2)   # the client is allowed 200/s: the sandbox says 40001
+    sandbox.update(seed=7, error_rate=0.2, drop_rate=0.05, truncate_rate=0.2, token_ttl=3, generate_seconds=2.0,
+                   queries_per_second=1)   # the client is allowed 200/s: the sandbox says 40001
     env = Env(tmp_path, sandbox, retry={"file_ready_timeout": 30})
     expected = drop_jobs(env.inbox, 8)
     assert env.run_once() == 0
