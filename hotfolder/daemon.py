@@ -129,6 +129,7 @@ class Daemon:
         pipeline = Pipeline(s, ledger, client, stop=self.stop, clock=self.clock, wake=self.wake)
         poller = Poller(ledger, client, pipeline)
         intake = Intake(s, ledger, clock=self.clock, on_failed=pipeline.fail_at_intake)
+        intake.stop = self.stop
         moved = finish.complete_pending(ledger, s)
         counts = ledger.counts()
         log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),

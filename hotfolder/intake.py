@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from hotfolder import media, pairing
 from hotfolder.config import Settings
-from hotfolder.errors import InputError
+from hotfolder.errors import InputError, Interrupted
 from hotfolder.ledger import Ledger
 from hotfolder.log import get_logger
 from hotfolder.states import State
@@ -39,19 +40,22 @@ class ScanResult:
     next_check: float | None = None                      # when an unsettled file could settle
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """Hex SHA-256 of a file, read in chunks; raises Interrupted if ``stop`` is set meanwhile
+    (hashing a multi-GB file on a slow share must not hold up a SIGTERM)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
+            if stop is not None and stop.is_set():
+                raise Interrupted(f"stopped while hashing {path.name}")
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def file_facts(path: Path) -> dict[str, Any]:
+def file_facts(path: Path, stop: threading.Event | None = None) -> dict[str, Any]:
     """Size, mtime and hash of an input, as recorded in the ledger."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path, stop)}
 
 
 def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[str, Any]:
@@ -119,6 +123,7 @@ class Intake:
         self.tracker = pairing.SettleTracker(settings.watch.settle_seconds)
         # Called for a job recorded as failed at intake, to move its inputs (pipeline owns that).
         self.on_failed = on_failed
+        self.stop: threading.Event | None = None   # set by the daemon: long hashing yields to SIGTERM
         self.only: set[str] | None = None   # `run --once`: restrict to the files present at start
         self._inbox_missing_logged = False
 
@@ -225,7 +230,9 @@ class Intake:
                 files["overrides"] = self.inbox / group.overrides
             try:
                 params = build_params(self.settings, files, video_rel)
-                inputs = {role: file_facts(path) for role, path in files.items()}
+                inputs = {role: file_facts(path, self.stop) for role, path in files.items()}
+            except Interrupted:
+                return None   # shutting down: the next start takes it
             except InputError as exc:
                 error = exc
             except FileNotFoundError:

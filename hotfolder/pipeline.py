@@ -128,7 +128,7 @@ class Pipeline:
                 raise InputError(f"{path.name} vanished from the inbox before it was uploaded: drop the "
                                  "files again", path=path.name) from exc
             if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
-                if file_facts(path)["sha256"] != facts["sha256"]:
+                if file_facts(path, self.stop)["sha256"] != facts["sha256"]:
                     changed.append(role)
         if not changed:
             return job
