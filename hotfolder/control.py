@@ -16,7 +16,7 @@ from typing import Any
 from hotfolder import finish, pairing
 from hotfolder.config import Settings
 from hotfolder.errors import HotfolderError, InputError
-from hotfolder.intake import build_params, file_facts
+from hotfolder.intake import build_params, file_facts, group_members
 from hotfolder.ledger import Job, Ledger
 from hotfolder.locks import DaemonLock
 from hotfolder.log import scrub
@@ -141,7 +141,7 @@ def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = No
     folder = abs_path.parent
     siblings = [f"{Path(rel).parent.as_posix()}/{p.name}".lstrip("./") if "/" in rel else p.name
                 for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
-    group = next((g for g in pairing.pair(siblings).groups if rel in _members(g)), None)
+    group = next((g for g in pairing.pair(siblings).groups if rel in group_members(g)), None)
     video = getattr(group, "video", None) if group is not None else None
     if video:
         job = ledger.open_job_for(video)
@@ -160,11 +160,6 @@ def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = No
         return Explanation(rel, "orphan", f"a sidecar without its video: drop {stem}.mp4 (or .mov/.webm) beside it")
     return Explanation(rel, "ready", "ready: the running daemon takes it at its next scan "
                        "(is `hotfolder run` running?)")
-
-
-def _members(group: Any) -> list[str]:
-    names = [getattr(group, a, None) for a in ("video", "driver", "overrides")]
-    return [n for n in names + list(getattr(group, "files", []) or []) if n]
 
 
 def daemon_pid(settings: Settings) -> str | None:

@@ -184,7 +184,7 @@ class Intake:
             result.next_check = now + min(self.tracker.remaining(rel, now) for rel in result.unsettled)
         self._cancel_vanished_waiting(present)
         for group in pairing.pair(present).groups:
-            members = _members(group)
+            members = group_members(group)
             if not all(m in settled for m in members):
                 continue
             job_id = self._take(group)
@@ -263,7 +263,8 @@ class Intake:
         return job_id
 
 
-def _members(group: Any) -> list[str]:
+def group_members(group: Any) -> list[str]:
+    """Every inbox-relative file of a pairing group."""
     names = [getattr(group, a, None) for a in ("video", "driver", "overrides")]
     names += list(getattr(group, "files", []) or [])
     return sorted({n for n in names if n})
