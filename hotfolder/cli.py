@@ -6,7 +6,9 @@ the key, as the contract says. No SQL and no HTTP here.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +19,8 @@ import click
 
 from hotfolder import __version__, config, control
 from hotfolder.errors import ConfigError, HotfolderError
-from hotfolder.log import configure, scrub
+from hotfolder.log import configure, quiet_broken_pipe, scrub
+from hotfolder.textwidth import clip_left, display_width, pad
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,16 +45,39 @@ def load_settings(path: str | None) -> config.Settings:
         sys.exit(2)
 
 
-def open_ledger(settings: config.Settings) -> Any:
+def open_ledger(settings: config.Settings, must_exist: bool = False) -> Any:
+    """The ledger; with ``must_exist``, a read-only command on a fresh install says so instead of
+    creating one."""
     from hotfolder.ledger import Ledger
 
+    if must_exist and not settings.ledger_path.exists():
+        raise click.ClickException(f"no ledger yet at {settings.ledger_path}: no job was ever recorded "
+                                   "(start `hotfolder run`)")
+    return Ledger(settings.ledger_path)
+
+
+class Group(click.Group):
+    """Library errors become click errors here, in one place: a message, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HotfolderError as exc:
+            raise click.ClickException(scrub(str(exc))) from exc
+
+
+def _flush_output() -> None:
+    """Flush the command's output while click still runs, so a reader that went away
+    (`hotfolder status | head -1`) is handled here, once: stdout goes to /dev/null and the command
+    exits 1, instead of the interpreter's last flush printing "Exception ignored … BrokenPipeError"."""
     try:
-        return Ledger(settings.ledger_path)
-    except HotfolderError as exc:
-        raise click.ClickException(str(exc)) from exc
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hotfolder")
 def main() -> None:
     """hotfolder: drop a video plus a script (.txt) or speech (.wav/.mp3/.m4a) into the inbox;
@@ -59,70 +85,122 @@ def main() -> None:
     # Warnings only, on stderr: stdout belongs to the command's output (e.g. --json). `run`
     # reconfigures with its own level.
     configure("warning", stream=sys.stderr)
+    click.get_current_context().call_on_close(_flush_output)
 
 
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="Drive the jobs present now to done/failed, then exit "
-              "(0 if all done, 1 if any failed).")
+              "(0 all done, 1 any failed, 3 the inbox is missing).")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-json/--log-console", default=None, help="Force JSON lines or console logs "
-              "(default: console on a terminal, JSON otherwise).")
+              "(default: console on a terminal, JSON otherwise; colours only on a terminal without NO_COLOR).")
 def run(config_path: str | None, once: bool, log_level: str, log_json: bool | None) -> None:
     """Run the daemon until SIGTERM/SIGINT (or, with --once, until the jobs are finished)."""
     from hotfolder.daemon import Daemon
 
     settings = load_settings(config_path)
-    configure(log_level, json_lines=log_json)
-    daemon = Daemon(settings, once=once)
+    configure(log_level.lower(), json_lines=log_json)
+    from hotfolder.sdnotify import Notifier
+
+    daemon = Daemon(settings, once=once, notifier=Notifier.from_environ(unset=True))
     daemon.install_signal_handlers()
-    try:
-        code = daemon.run()
-    except HotfolderError as exc:
-        raise click.ClickException(scrub(str(exc))) from exc
-    sys.exit(code)
+    sys.exit(daemon.run())
 
 
-def _age(iso_ts: str | None) -> str:
+def _age(iso_ts: str | None, now: float) -> str:
     if not iso_ts:
         return ""
     from datetime import datetime
 
-    seconds = max(0, time.time() - datetime.fromisoformat(iso_ts).timestamp())
+    seconds = max(0, now - datetime.fromisoformat(iso_ts).timestamp())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
 
 
+def _local(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _table(rows: list[dict[str, Any]], now: float, trouble: dict[str, Any] | None) -> None:
+    name_w = min(48, max(len("NAME"), *(display_width(r["name"]) for r in rows)))
+    click.echo(f"{'ID':>6}  {pad('NAME', name_w)}  {'STATE':<11}  {'PROG':>4}  {'AGE':>4}  ERROR")
+    for r in rows:
+        name = r["name"] if display_width(r["name"]) <= name_w else "…" + clip_left(r["name"], name_w - 1)
+        prog = f"{r['progress']}%" if r["state"] in ("generating", "downloading", "done") else ""
+        error = r["error"] or ""
+        if not error and trouble and r["state"] in ("generating", "submitting", "uploading", "downloading"):
+            error = f"(held up: {trouble['kind'].replace('_', ' ')})"
+        click.echo(f"{r['id']:>6}  {pad(name, name_w)}  {r['state']:<11}  {prog:>4}  {_age(r['created_at'], now):>4}  "
+                   f"{error}")
+
+
 @main.command()
 @config_option
 @json_option
-@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
-def status(config_path: str | None, as_json: bool, states: tuple[str, ...]) -> None:
-    """Show the jobs: name, state, progress, age, error."""
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable, case-insensitive).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N jobs (default: every unfinished job and the last 20 ended ones; --json: all).")
+@click.option("--all", "show_all", is_flag=True, help="Every job ever recorded, oldest first (streamed).")
+def status(config_path: str | None, as_json: bool, states: tuple[str, ...], limit: int | None,
+           show_all: bool) -> None:
+    """Show the jobs: unfinished ones, the most recent ended ones, totals per state."""
     settings = load_settings(config_path)
+    wanted = control.parse_states(states)
+    if not settings.ledger_path.exists():
+        if as_json:
+            click.echo("[]")
+        else:
+            click.echo(f"no jobs yet: drop <name>.mp4 plus <name>.txt or <name>.wav into {settings.folders.inbox}")
+        return
     ledger = open_ledger(settings)
-    rows = control.status(ledger, list(states))
-    if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+    if as_json or show_all:
+        rows = control.iter_status(ledger, wanted or None, limit)
+        if as_json:
+            # Streamed: one object per line inside the array, so memory stays flat on any ledger.
+            first = True
+            for row in rows:
+                click.echo(("[" if first else ",") + json.dumps(row, ensure_ascii=False))
+                first = False
+            click.echo("[]" if first else "]")
+            return
+        batch: list[dict[str, Any]] = []
+        now = time.time()
+        for row in rows:
+            batch.append(row)
+            if len(batch) == 1000:
+                _table(batch, now, None)
+                batch = []
+        if batch:
+            _table(batch, now, None)
         return
-    paused = control.billing_pause(ledger)
-    if paused:
-        click.echo(f"! submissions paused: the account is out of balance; next check at "
-                   f"{control.iso(paused)}. Top up, and it resumes by itself.")
+    now = time.time()
+    view = control.overview(ledger, wanted or None, limit or 20, now=now)
+    if view.pause:
+        said = f" (the API said: {view.pause['reason']})" if view.pause["reason"] else ""
+        click.echo(f"! submissions paused: the account is out of balance or over a quota{said}; next try at "
+                   f"{_local(view.pause['until'])}. Top up, then `hotfolder resume` (or wait).")
+    if view.trouble:
+        click.echo(f"! API trouble since {_local(view.trouble['since'])}: {view.trouble['message']}; jobs wait and "
+                   "retry by themselves.")
+    rows = view.unfinished + view.recent
     if not rows:
-        click.echo("no jobs yet: drop <name>.mp4 plus <name>.txt or <name>.wav into "
-                   f"{settings.folders.inbox}")
-        return
-    name_w = min(48, max(len("NAME"), *(len(r["name"]) for r in rows)))
-    click.echo(f"{'ID':>4}  {'NAME':<{name_w}}  {'STATE':<11}  {'PROG':>4}  {'AGE':>4}  ERROR")
-    for r in rows:
-        name = r["name"] if len(r["name"]) <= name_w else "…" + r["name"][-(name_w - 1):]
-        prog = f"{r['progress']}%" if r["state"] in ("generating", "downloading", "done") else ""
-        click.echo(f"{r['id']:>4}  {name:<{name_w}}  {r['state']:<11}  {prog:>4}  {_age(r['created_at']):>4}  "
-                   f"{r['error'] or ''}")
+        if view.totals:
+            click.echo("no jobs match" + (f" --state {','.join(states)}" if states else ""))
+        else:
+            click.echo("no jobs yet: drop <name>.mp4 plus <name>.txt or <name>.wav into "
+                       f"{settings.folders.inbox}")
+    else:
+        _table(rows, now, view.trouble)
+    if view.hidden_ended:
+        click.echo(f"… {view.hidden_ended} older ended jobs not shown (--all, --state S, --limit N)")
+    total = sum(view.totals.values())
+    order = [str(s) for s in control.State]
+    parts = [f"{view.totals[k]} {k}" for k in sorted(view.totals, key=order.index) if view.totals[k]]
+    click.echo(f"total {total}: {', '.join(parts) or 'none'}")
 
 
 @main.command()
@@ -130,21 +208,21 @@ def status(config_path: str | None, as_json: bool, states: tuple[str, ...]) -> N
 @json_option
 @click.argument("job")
 def show(config_path: str | None, as_json: bool, job: str) -> None:
-    """Show one job (by id or name) and its event history."""
+    """Show one job (by id, name, file name or stem) with its parameters and event history."""
     settings = load_settings(config_path)
-    ledger = open_ledger(settings)
-    try:
-        found = control.find_job(ledger, job)
-    except HotfolderError as exc:
-        raise click.ClickException(str(exc)) from exc
+    ledger = open_ledger(settings, must_exist=True)
+    found = control.find_job(ledger, job)
     record = control.job_record(found)
+    params = control.sent_params(found)
     events = [{**e, "at": control.iso(e["at"])} for e in ledger.events(found.id)]
     if as_json:
-        click.echo(json.dumps({**record, "events": events}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({**record, "params": params, "events": events}, ensure_ascii=False, indent=2))
         return
     for key, value in record.items():
         if value not in (None, {}, ""):
             click.echo(f"{key:>15}: {value}")
+    for key, value in params.items():
+        click.echo(f"{key:>15}: {value}")
     click.echo("         events:")
     for e in events:
         move = f"{e['from_state'] or ''} -> {e['to_state']}" if e["to_state"] and e["from_state"] != e["to_state"] else ""
@@ -158,10 +236,7 @@ def show(config_path: str | None, as_json: bool, job: str) -> None:
 def retry(config_path: str | None, job: str) -> None:
     """Put a failed (or cancelled) job back in the queue."""
     settings = load_settings(config_path)
-    try:
-        found = control.retry(open_ledger(settings), settings, job)
-    except HotfolderError as exc:
-        raise click.ClickException(str(exc)) from exc
+    found = control.retry(open_ledger(settings, must_exist=True), settings, job)
     click.echo(f"job {found.id} ({found.name}) is queued again")
 
 
@@ -171,34 +246,57 @@ def retry(config_path: str | None, job: str) -> None:
 def cancel(config_path: str | None, job: str) -> None:
     """Cancel a job; its inputs move to the failed folder."""
     settings = load_settings(config_path)
-    try:
-        found = control.cancel(open_ledger(settings), settings, job)
-    except HotfolderError as exc:
-        raise click.ClickException(str(exc)) from exc
+    found = control.cancel(open_ledger(settings, must_exist=True), settings, job)
     click.echo(f"job {found.id} ({found.name}) is cancelled")
+
+
+@main.command()
+@config_option
+def resume(config_path: str | None) -> None:
+    """Lift a billing/quota pause now (after a top-up) and try every waiting job at once."""
+    settings = load_settings(config_path)
+    result = control.resume(open_ledger(settings, must_exist=True))
+    was = "submissions resumed" if result["was_paused"] else "submissions were not paused"
+    click.echo(f"{was}; {result['jobs_due_now']} waiting job(s) will be tried now")
+
+
+@main.command()
+@config_option
+@click.option("--older-than", required=True, help="Age of ended jobs to delete, e.g. 90d, 12h, 2w.")
+@click.option("--vacuum", is_flag=True, help="Then VACUUM the ledger to give the space back to the disk.")
+def prune(config_path: str | None, older_than: str, vacuum: bool) -> None:
+    """Delete ended jobs (and their events) older than --older-than; never an unfinished job."""
+    settings = load_settings(config_path)
+    removed = control.prune_history(open_ledger(settings, must_exist=True), older_than, vacuum=vacuum)
+    click.echo(f"deleted {removed['jobs']} ended job(s) and {removed['events']} event(s)"
+               + (" and vacuumed the ledger" if vacuum else ""))
 
 
 @main.command()
 @click.argument("folder", default=".", type=click.Path(file_okay=False))
 def init(folder: str) -> None:
     """Write a commented hotfolder.toml into FOLDER and create its folders."""
-    try:
-        path = control.init(Path(folder))
-    except HotfolderError as exc:
-        raise click.ClickException(str(exc)) from exc
+    from hotfolder.doctor import init as do_init
+
+    others = [Path(os.environ["HOTFOLDER_CONFIG"])] if os.environ.get("HOTFOLDER_CONFIG") else []
+    path = do_init(Path(folder), others)
     click.echo(f"wrote {path}; set [api] app_id and secret_key (or the CHANJING_* env vars), "
                f"then `hotfolder doctor --config {path}`")
 
 
 @main.command()
 @config_option
-def doctor(config_path: str | None) -> None:
-    """Check the config, folders, ledger, credentials and secret file permissions."""
+@click.option("--deep", is_flag=True, help="Also run SQLite's full integrity check (reads the whole ledger).")
+def doctor(config_path: str | None, deep: bool) -> None:
+    """Check the config, folders, ledger, credentials, voices and secret file permissions."""
+    from hotfolder.doctor import doctor as checks
+
     settings = load_settings(config_path)
-    results = control.doctor(settings)
-    for name, ok, message in results:
-        click.echo(f"{'ok ' if ok else 'BAD'}  {name:<20} {message}")
-    if not all(ok for _, ok, _ in results):
+    results = checks(settings, deep=deep)
+    for check in results:
+        label = {"ok": "ok", "warn": "warn", "bad": "BAD"}[check.level]
+        click.echo(f"{label:<4} {check.name:<20} {check.message}")
+    if not all(check.ok for check in results):
         sys.exit(1)
 
 
@@ -210,20 +308,21 @@ def voices(config_path: str | None, as_json: bool) -> None:
     from hotfolder.daemon import make_client
 
     settings = load_settings(config_path)
-    ledger = open_ledger(settings)
-    client = make_client(settings, ledger)
+    client = make_client(settings, open_ledger(settings))
     try:
         found = client.all_voices()
-    except HotfolderError as exc:
-        raise click.ClickException(scrub(str(exc))) from exc
     finally:
         client.close()
     rows = [{k: getattr(v, k, None) for k in ("id", "name", "gender", "lang", "desc", "audition")} for v in found]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
+    cols = [("id", "AUDIO_MAN_ID"), ("name", "NAME"), ("gender", "GENDER"), ("lang", "LANG"), ("desc", "DESCRIPTION")]
+    widths = {k: max([display_width(h)] + [display_width(str(r[k] or "")) for r in rows]) for k, h in cols[:-1]}
+    click.echo("  ".join(pad(h, widths[k]) for k, h in cols[:-1]) + "  " + cols[-1][1])
     for r in rows:
-        click.echo(f"{r['id']:<38} {r['name'] or '':<16} {r['gender'] or '':<8} {r['lang'] or '':<8} {r['desc'] or ''}")
+        click.echo("  ".join(pad(str(r[k] or ""), widths[k]) for k, _ in cols[:-1]) + "  " + str(r["desc"] or ""))
+    click.echo(f"{len(rows)} voices; put one in [lipsync] audio_man_id")
 
 
 @main.command()
@@ -250,7 +349,8 @@ def _sandbox_options(fn: F) -> F:
 
 
 @main.command()
-@click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for uploaded files and the emulator's state.")
 @click.option("--app-id", default="sandbox", show_default=True)
@@ -266,7 +366,14 @@ def sandbox(port: int, data_dir: str, app_id: str, secret_key: str, **settings: 
         parsed = settings_from_mapping(given)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    serve_forever(port, Path(data_dir), app_id, secret_key, parsed)
+    try:
+        serve_forever(port, Path(data_dir), app_id, secret_key, parsed)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(f"port {port} on 127.0.0.1 is already in use: stop what listens there, "
+                                       "or pick another with --port") from exc
+        raise click.ClickException(f"cannot run the sandbox: {exc.strerror or exc} "
+                                   f"({exc.filename or data_dir})") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

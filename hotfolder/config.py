@@ -16,8 +16,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hotfolder.errors import ConfigError
+from hotfolder.ratelimit import Limits
 
 ENV_CONFIG = "HOTFOLDER_CONFIG"
+ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"   # systemd LoadCredential=
+CREDENTIAL_NAME = "secret_key"
 ENV_OVERRIDES = {
     "base_url": "CHANJING_BASE_URL",
     "app_id": "CHANJING_APP_ID",
@@ -44,21 +47,25 @@ class Folders:
     failed: Path
 
 
+WATCH_MODES = ("auto", "events", "polling")
+
+
 @dataclass(frozen=True)
 class WatchSettings:
     settle_seconds: float = 5.0
     poll_interval: float = 10.0
     rescan_seconds: float = 60.0
+    mode: str = "auto"           # auto | events | polling (see hotfolder.watcher)
+    poll_seconds: float = 5.0    # how often the inbox is listed in polling mode
+
+
+# The [limits] section is the client's own pacing/concurrency type: one definition, no copying.
+LimitSettings = Limits
 
 
 @dataclass(frozen=True)
-class LimitSettings:
-    creates_per_minute: int = 10
-    file_calls_per_minute: int = 30
-    queries_per_second: int = 10
-    uploads: int = 2
-    tasks_in_flight: int = 10
-    downloads: int = 2
+class LedgerSettings:
+    keep_days: float = 0.0       # > 0: ended jobs older than this are pruned once a day
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class Settings:
     api: ApiSettings
     folders: Folders
     ledger_path: Path
+    ledger: LedgerSettings = LedgerSettings()
     watch: WatchSettings = WatchSettings()
     limits: LimitSettings = LimitSettings()
     retry: RetrySettings = RetrySettings()
@@ -99,7 +107,7 @@ LIPSYNC_DEFAULTS: dict[str, Any] = {
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "api": ("base_url", "app_id", "secret_key", "secret_key_file", "callback_url", "timeout_seconds"),
     "folders": ("inbox", "outbox", "archive", "failed"),
-    "ledger": ("path",),
+    "ledger": ("path", "keep_days"),
     "watch": tuple(WatchSettings.__dataclass_fields__),
     "limits": tuple(LimitSettings.__dataclass_fields__),
     "retry": tuple(RetrySettings.__dataclass_fields__),
@@ -172,6 +180,10 @@ def from_mapping(
                     key=f"folders.{b}",
                 )
     ledger_path = _path(data.get("ledger", {}), "ledger", "path", base_dir)
+    ledger_raw = {k: v for k, v in data.get("ledger", {}).items() if k != "path"}
+    if folders.inbox in ledger_path.parents:
+        raise ConfigError(f"ledger.path ({ledger_path}) is inside the inbox: put it elsewhere "
+                          "(e.g. /var/lib/hotfolder/ledger.db)", key="ledger.path")
     from hotfolder.pairing import validate_lipsync  # late: pairing is pure and optional at import
 
     try:
@@ -182,7 +194,8 @@ def from_mapping(
         api=api,
         folders=folders,
         ledger_path=ledger_path,
-        watch=_numbers(WatchSettings, data.get("watch", {}), "watch"),
+        ledger=_numbers(LedgerSettings, ledger_raw, "ledger", zero_ok={"keep_days"}),
+        watch=_watch(data.get("watch", {})),
         limits=_numbers(LimitSettings, data.get("limits", {}), "limits"),
         retry=_numbers(RetrySettings, data.get("retry", {}), "retry"),
         disk=_numbers(DiskSettings, data.get("disk", {}), "disk"),
@@ -198,25 +211,26 @@ def _api(raw: dict[str, Any], env: Mapping[str, str], base_dir: Path) -> ApiSett
     values = {k: raw.get(k, "") for k in ("base_url", "app_id", "secret_key", "callback_url")}
     values["base_url"] = values["base_url"] or "https://open-api.chanjing.cc"
     source = "config"
-    if raw.get("secret_key_file"):
-        if raw.get("secret_key"):
-            raise ConfigError(
-                "api.secret_key and api.secret_key_file are both set: keep one", key="api.secret_key_file"
-            )
-        secret_path = Path(raw["secret_key_file"]).expanduser()
-        secret_path = secret_path if secret_path.is_absolute() else base_dir / secret_path
-        try:
-            values["secret_key"] = secret_path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"api.secret_key_file: cannot read {secret_path}: {exc.strerror}", key="api.secret_key_file"
-            ) from exc
-        source = str(secret_path)
+    if raw.get("secret_key_file") and raw.get("secret_key"):
+        raise ConfigError(
+            "api.secret_key and api.secret_key_file are both set: keep one", key="api.secret_key_file"
+        )
     for key, var in ENV_OVERRIDES.items():
         if env.get(var):
             values[key] = env[var]
             if key == "secret_key":
                 source = "env"
+    credential = Path(env[ENV_CREDENTIALS]) / CREDENTIAL_NAME if env.get(ENV_CREDENTIALS) else None
+    if source != "env" and credential is not None and credential.is_file():
+        # systemd's LoadCredential=: the secret never sits in the environment or the config.
+        values["secret_key"] = _read_secret(credential, "api.secret_key (systemd credential)")
+        source = str(credential)
+    elif source != "env" and raw.get("secret_key_file"):
+        # Only read when it is the secret actually used: an env override makes a missing file moot.
+        secret_path = Path(raw["secret_key_file"]).expanduser()
+        secret_path = secret_path if secret_path.is_absolute() else base_dir / secret_path
+        values["secret_key"] = _read_secret(secret_path, "api.secret_key_file")
+        source = str(secret_path)
     for key in ("app_id", "secret_key"):
         if not values[key]:
             raise ConfigError(
@@ -237,6 +251,16 @@ def _api(raw: dict[str, Any], env: Mapping[str, str], base_dir: Path) -> ApiSett
     return ApiSettings(**values, timeout_seconds=float(timeout), secret_source=source)
 
 
+def _read_secret(path: Path, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}; fix the path or its permissions, "
+                          f"or set {ENV_OVERRIDES['secret_key']}", key="api.secret_key_file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text", key="api.secret_key_file") from exc
+
+
 def _path(section: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Path:
     value = section.get(key)
     if value is None:
@@ -247,18 +271,26 @@ def _path(section: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Pa
     return (path if path.is_absolute() else base_dir / path).resolve()
 
 
-def _numbers(cls: type, raw: Mapping[str, Any], section: str) -> Any:
+def _watch(raw: Mapping[str, Any]) -> WatchSettings:
+    mode = raw.get("mode", "auto")
+    if not isinstance(mode, str) or mode.lower() not in WATCH_MODES:
+        raise ConfigError(f"watch.mode must be one of {', '.join(WATCH_MODES)}, got {mode!r}", key="watch.mode")
+    numbers = _numbers(WatchSettings, {k: v for k, v in raw.items() if k != "mode"}, "watch")
+    return WatchSettings(**{**numbers.__dict__, "mode": mode.lower()})
+
+
+def _numbers(cls: type, raw: Mapping[str, Any], section: str, zero_ok: frozenset[str] | set[str] = frozenset()) -> Any:
     """Build a dataclass of positive numbers, checking each value's type and sign."""
     out: dict[str, Any] = {}
     for name, f in cls.__dataclass_fields__.items():
-        if name not in raw:
+        if name not in raw or f.type in ("str", str):
             continue
         value = raw[name]
         want_int = f.type in ("int", int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (want_int and not isinstance(value, int)):
             kind = "a whole number" if want_int else "a number"
             raise ConfigError(f"{section}.{name} must be {kind}, got {value!r}", key=f"{section}.{name}")
-        if value <= 0 and not (section == "disk" and value == 0):
+        if value <= 0 and not ((section == "disk" or name in zero_ok) and value == 0):
             raise ConfigError(f"{section}.{name} must be greater than 0, got {value!r}", key=f"{section}.{name}")
         out[name] = value
     return cls(**out)

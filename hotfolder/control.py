@@ -8,20 +8,22 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hotfolder import finish, pairing
+from hotfolder import finish, trouble
 from hotfolder.config import Settings
 from hotfolder.errors import HotfolderError, InputError
-from hotfolder.intake import build_params, file_facts, group_members
-from hotfolder.ledger import Job, Ledger
+from hotfolder.ledger import AmbiguousRef, Job, Ledger, reports
 from hotfolder.locks import DaemonLock
 from hotfolder.log import scrub
-from hotfolder.pipeline import BILLING_KEY
+from hotfolder.outcomes import lift_pause, pause_reason, paused_until
 from hotfolder.states import TERMINAL, State
+
+TERMINAL_NAMES = frozenset(str(s) for s in TERMINAL)
 
 
 class ControlError(HotfolderError):
@@ -33,72 +35,208 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
-def job_record(job: Job) -> dict[str, Any]:
-    """One job as the contract's ``status --json`` object (a superset of the required keys)."""
+def record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One job as the contract's ``status --json`` object (a superset of the required keys), from
+    a summary row of :mod:`hotfolder.ledger.reports` or :func:`summary_of`."""
+    state = row["state"]
+    ended = state in TERMINAL_NAMES
     return {
-        "id": job.id,
-        "name": job.name,
-        "state": str(job.state),
-        "remote_id": job.remote_id,
-        "error": scrub(job.error) if job.error else None,
-        "error_code": job.error_code,
-        "progress": job.progress,
-        "driver": job.driver_kind if job.state != State.WAITING else None,
-        "attempts": job.attempts,
-        "next_attempt_at": iso(job.next_attempt_at) if job.state not in TERMINAL else None,
-        "outputs": {k: v for k, v in job.outputs.items() if k in ("video", "cover")},
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "finished_at": iso(job.finished_at),
+        "id": row["id"],
+        "name": row["name"],
+        "state": state,
+        "remote_id": row["remote_id"],
+        "error": scrub(row["error"]) if row["error"] else None,
+        "error_code": row["error_code"],
+        "progress": row["progress"],
+        "driver": row["driver"] if state != "waiting" else None,
+        "attempts": row["attempts"],
+        "next_attempt_at": iso(row["next_attempt_at"]) if not ended else None,
+        "outputs": {k: v for k, v in (("video", row["out_video"]), ("cover", row["out_cover"])) if v},
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "finished_at": iso(row["finished_at"]),
     }
 
 
+def summary_of(job: Job) -> dict[str, Any]:
+    """A :class:`Job` as the summary row :func:`record` takes."""
+    return {
+        "id": job.id, "name": job.name, "state": str(job.state), "remote_id": job.remote_id,
+        "error": job.error, "error_code": job.error_code, "progress": job.progress, "attempts": job.attempts,
+        "next_attempt_at": job.next_attempt_at, "created_at": job.created_at, "updated_at": job.updated_at,
+        "finished_at": job.finished_at, "driver": job.driver_kind if job.state != State.WAITING else None,
+        "out_video": job.outputs.get("video"), "out_cover": job.outputs.get("cover"),
+    }
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    """One job as the contract's ``status --json`` object."""
+    return record(summary_of(job))
+
+
+def sent_params(job: Job) -> dict[str, Any]:
+    """The lip-sync parameters recorded for the job (what its create sends), for a person: the
+    script itself is summarised, never printed whole."""
+    params = dict(job.params)
+    text = params.pop("text", None)
+    out: dict[str, Any] = {}
+    if text is not None:
+        first = text.splitlines()[0] if text else ""
+        out["script"] = f"{len(text)} characters: {first[:40]}{'…' if len(first) > 40 or len(text) > len(first) else ''}"
+    if "screen_width" in params and "screen_height" in params:
+        out["size"] = f"{params.pop('screen_width')}x{params.pop('screen_height')}"
+    for key in ("audio_man_id", "speed", "pitch", "volume", "model", "backway", "drive_mode"):
+        if key in params and params[key] not in (None, ""):
+            out["voice" if key == "audio_man_id" else key] = params.pop(key)
+    out.update({k: v for k, v in params.items() if v not in (None, "")})
+    return out
+
+
+def parse_states(values: Iterable[str]) -> list[State]:
+    """``--state`` values (case-insensitive, repeatable, comma-separated allowed) as states."""
+    out: list[State] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            try:
+                out.append(State(name))
+            except ValueError:
+                raise ControlError(f"unknown state {part.strip()!r}: the states are "
+                                   f"{', '.join(s.value for s in State)}") from None
+    return out
+
+
+def iter_status(ledger: Ledger, states: list[State] | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every job (optionally of some states, at most ``limit``) as status records, oldest first,
+    streamed: memory stays flat whatever the ledger holds."""
+    for row in reports.iter_summaries(ledger, states or None, limit=limit):
+        yield record(row)
+
+
 def status(ledger: Ledger, states: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every job (optionally of some states) as status records, oldest first."""
-    return [job_record(j) for j in ledger.jobs(states or None)]
+    """Every job (optionally of some states) as status records, oldest first (small ledgers and
+    tests; the CLI streams with :func:`iter_status`)."""
+    return list(iter_status(ledger, parse_states(states or []) or None))
+
+
+@dataclass
+class Overview:
+    """What `status` shows a person: bounded whatever the history."""
+
+    unfinished: list[dict[str, Any]]
+    recent: list[dict[str, Any]]
+    totals: dict[str, int]
+    pause: dict[str, Any]
+    trouble: dict[str, Any] | None
+    hidden_ended: int
+
+
+def overview(ledger: Ledger, states: list[State] | None = None, limit: int = 20,
+             now: float | None = None) -> Overview:
+    """Unfinished jobs, the ``limit`` most recently ended ones, totals per state, and the account's
+    condition (billing/quota pause, API trouble). ``states`` narrows both lists."""
+    now = time.time() if now is None else now
+    wanted = set(states or State)
+    open_states = [s for s in State if s not in TERMINAL and s in wanted]
+    unfinished = [record(r) for r in reports.iter_summaries(ledger, open_states, limit=limit if states else None)] \
+        if open_states else []
+    ended = [s for s in TERMINAL if s in wanted]
+    recent = [record(r) for r in reports.recent_ended(ledger, limit, ended)]
+    totals = ledger.counts()
+    shown_ended = sum(totals.get(str(s), 0) for s in ended)
+    until = paused_until(ledger, now)
+    pause = {"until": until, "reason": pause_reason(ledger)} if until else {}
+    return Overview(unfinished, recent, totals, pause, trouble.current(ledger), max(0, shown_ended - len(recent)))
 
 
 def billing_pause(ledger: Ledger, now: float | None = None) -> float | None:
     """When submissions resume, if they are paused for the account's balance."""
-    until = float(ledger.get_value(BILLING_KEY) or 0)
-    return until if until > (now or time.time()) else None
+    return paused_until(ledger, time.time() if now is None else now)
 
 
 def find_job(ledger: Ledger, ref: str) -> Job:
+    """A job by id, inbox-relative name, file name or stem (when unique)."""
     try:
         return ledger.find(ref)
+    except AmbiguousRef as exc:
+        raise ControlError(f"{ref!r} names several jobs ({', '.join(exc.names[:5])}"
+                           f"{', …' if len(exc.names) > 5 else ''}): give the job id or the full name") from None
     except KeyError:
-        raise ControlError(f"no job {ref!r}: give a job id or an inbox-relative name (see `hotfolder status`)")
+        raise ControlError(f"no job {ref!r}: give a job id, an inbox-relative name, a file name or a stem "
+                           "(see `hotfolder status`)") from None
 
 
 def retry(ledger: Ledger, settings: Settings, ref: str) -> Job:
     """failed/cancelled → queued, re-validating the inputs where they now are."""
+    from hotfolder.intake import build_params, file_facts
+
     job = find_job(ledger, ref)
     if job.state not in (State.FAILED, State.CANCELLED):
         raise ControlError(f"job {job.id} ({job.name}) is {job.state}; only failed or cancelled jobs can be retried")
-    if job.outputs.get("moves_pending"):
+    if job.moves_pending:
         raise ControlError(f"job {job.id}'s inputs are still being moved; try again in a moment")
     files = {role: Path(p) for role, p in job.files.items() if not role.startswith("extra:")}
     missing = [str(p) for p in files.values() if not p.exists()]
-    if missing or not job.inputs and "video" not in files:
-        raise ControlError(f"job {job.id}: input files are gone ({', '.join(missing)}); drop them into the inbox again")
+    if missing or "video" not in files:
+        raise ControlError(f"job {job.id}: input files are gone ({', '.join(missing) or 'no video'}); "
+                           "drop them into the inbox again")
+    drivers = [r for r in files if r in ("text", "audio")]
+    if len(drivers) != 1:
+        video = files["video"]
+        what = "no script or audio file" if not drivers else "both a script and an audio file"
+        raise ControlError(f"job {job.id} ({job.name}) has {what}: put exactly one of {video.stem}.txt (text "
+                           f"to speak) or {video.stem}.wav/.mp3/.m4a (speech) beside {video}, then retry; "
+                           "or drop the pair into the inbox again")
     try:
         params = build_params(settings, files, job.name)
         inputs = {role: file_facts(p) for role, p in files.items()}
     except InputError as exc:
         raise ControlError(f"job {job.id} would fail again: {exc}") from exc
-    if len([r for r in files if r in ("text", "audio")]) != 1:
-        raise ControlError(f"job {job.id} needs exactly one script or audio file beside its video")
+    except OSError as exc:
+        raise ControlError(f"job {job.id}: cannot read its inputs: {exc.strerror or exc}") from exc
     err_file = Path(files["video"]).with_name(Path(files["video"]).stem + ".error.json")
-    if not ledger.advance(job.id, job.state, State.QUEUED, event="retry", files={k: str(v) for k, v in files.items()},
-                          inputs=inputs, params=params, outputs={}, remote_id=None, create_intent_at=None,
-                          video_file_id=None, audio_file_id=None, video_url=None, preview_url=None,
-                          attempts=0, next_attempt_at=0.0, first_trouble_at=None, last_error_kind=None,
-                          same_error_count=0, error=None, error_code=None, finished_at=None, progress=0):
+    queued = ledger.advance(job.id, job.state, State.QUEUED, event="retry", files={k: str(v) for k, v in files.items()},
+                            inputs=inputs, params=params, outputs={}, remote_id=None, create_intent_at=None,
+                            video_file_id=None, audio_file_id=None, video_url=None, preview_url=None,
+                            attempts=0, next_attempt_at=0.0, first_trouble_at=None, last_error_kind=None,
+                            same_error_count=0, error=None, error_code=None, finished_at=None, progress=0)
+    if queued is None:
         raise ControlError(f"job {job.id} changed state meanwhile; look again with `hotfolder show {job.id}`")
     if err_file.exists():
         err_file.unlink()   # ours, not an input: it described the failure being retried
-    return ledger.get(job.id)
+    ledger.bump_control()
+    return queued
+
+
+def resume(ledger: Ledger) -> dict[str, Any]:
+    """Lift a billing/quota pause now (after a top-up) and make every waiting job due at once."""
+    was = lift_pause(ledger)
+    due = ledger.clear_backoff([State.QUEUED, State.UPLOADING, State.SUBMITTING, State.DOWNLOADING])
+    ledger.bump_control()
+    return {"was_paused": was, "jobs_due_now": due}
+
+
+def prune_history(ledger: Ledger, older_than: str, vacuum: bool = False, now: float | None = None) -> dict[str, int]:
+    """Delete ended jobs older than ``older_than`` (e.g. ``90d``, ``12h``); see :func:`reports.prune`."""
+    seconds = parse_age(older_than)
+    return reports.prune(ledger, (time.time() if now is None else now) - seconds, vacuum=vacuum)
+
+
+def parse_age(text: str) -> float:
+    """``90d``, ``12h``, ``30m``, ``2w`` (or a bare number of days) as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    raw = text.strip().lower()
+    unit = raw[-1] if raw and raw[-1] in units else "d"
+    number = raw[:-1] if raw and raw[-1] in units else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise ControlError(f"cannot read the age {text!r}: write e.g. 90d, 12h or 2w") from None
+    if value <= 0:
+        raise ControlError(f"the age must be more than 0, got {text!r}")
+    return value * units[unit]
 
 
 def cancel(ledger: Ledger, settings: Settings, ref: str) -> Job:
@@ -110,6 +248,7 @@ def cancel(ledger: Ledger, settings: Settings, ref: str) -> Job:
         note = " (the remote task cannot be stopped; its result is ignored)" if job.remote_id else ""
         if finish.end_job(ledger, settings, job, State.CANCELLED, error=f"cancelled by the user{note}",
                           code="cancelled", event="cancelled"):
+            ledger.bump_control()
             return ledger.get(job.id)
     raise ControlError(f"job {ref} kept changing state; try again")
 
@@ -117,12 +256,17 @@ def cancel(ledger: Ledger, settings: Settings, ref: str) -> Job:
 @dataclass
 class Explanation:
     path: str
-    verdict: str      # ignored | missing | not_in_inbox | link | job | unsettled | waiting | orphan | ambiguous | ready
+    # ignored | missing | not_in_inbox | link | job | unsettled | waiting | orphan | ambiguous |
+    # unusable | bad_input | ready
+    verdict: str
     message: str
 
 
 def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = None) -> Explanation:
     """Why a file in the inbox has not been taken (yet)."""
+    from hotfolder import pairing
+    from hotfolder.intake import build_params, group_members
+
     inbox = settings.folders.inbox
     path = Path(raw)
     abs_path = (path if path.is_absolute() else (Path.cwd() / path if path.exists() else inbox / path))
@@ -152,19 +296,37 @@ def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = No
         return Explanation(rel, "unsettled", f"still changing: modified {age:.1f}s ago; a file is taken once "
                            f"unchanged for {settings.watch.settle_seconds:g}s")
     if isinstance(group, pairing.Ambiguous):
-        return Explanation(rel, "ambiguous", group.reason)
+        return Explanation(rel, "ambiguous", f"will fail when taken: {group.reason}")
     if isinstance(group, pairing.Waiting):
-        return Explanation(rel, "waiting", f"waiting for its sidecar: {group.reason}")
-    if isinstance(group, pairing.Orphan):
-        stem = Path(rel).stem
-        return Explanation(rel, "orphan", f"a sidecar without its video: drop {stem}.mp4 (or .mov/.webm) beside it")
-    return Explanation(rel, "ready", "ready: the running daemon takes it at its next scan "
-                       "(is `hotfolder run` running?)")
+        problem = pairing.api_format_problem(rel)
+        if problem:
+            return Explanation(rel, "unusable", f"will fail once its sidecar comes: {problem}")
+        return Explanation(rel, "waiting", group.reason)
+    if isinstance(group, pairing.Orphan) or group is None:
+        return Explanation(rel, "orphan", group.reason if group is not None else
+                           "not an input hotfolder takes (an unknown kind of file): it is left alone")
+    files = {"video": inbox / group.video, group.driver_kind: inbox / group.driver}
+    if group.overrides:
+        files["overrides"] = inbox / group.overrides
+    try:
+        build_params(settings, files, group.video)
+    except InputError as exc:
+        return Explanation(rel, "bad_input", f"will fail when taken (nothing is uploaded): {exc}")
+    except OSError as exc:
+        return Explanation(rel, "bad_input", f"cannot be read: {exc.strerror or exc}")
+    pid = daemon_pid(settings)
+    if pid:
+        return Explanation(rel, "ready", f"a complete pair ({', '.join(sorted(group_members(group)))}): the "
+                           f"running daemon (pid {pid}) takes it at its next scan")
+    return Explanation(rel, "ready", f"a complete pair ({', '.join(sorted(group_members(group)))}), but no "
+                       "daemon is running: start `hotfolder run` (or `hotfolder run --once`)")
 
 
 def daemon_pid(settings: Settings) -> str | None:
     """The pid of the daemon holding the ledger's lock, or None if none runs."""
     lock = DaemonLock(settings.ledger_path)
+    if not lock.path.exists():
+        return None   # no daemon ever ran here (and looking must not create the lock file)
     try:
         lock.acquire()
     except HotfolderError:
@@ -174,120 +336,3 @@ def daemon_pid(settings: Settings) -> str | None:
             return "?"
     lock.release()
     return None
-
-
-def secret_file_warnings(settings: Settings) -> list[str]:
-    """Files holding the secret that others can read."""
-    warnings = []
-    candidates = []
-    if settings.config_path is not None and settings.api.secret_source == "config":
-        candidates.append(settings.config_path)
-    if settings.api.secret_source not in ("config", "env"):
-        candidates.append(Path(settings.api.secret_source))
-    for path in candidates:
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            continue
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            warnings.append(f"{path} holds the secret_key and is readable by others "
-                            f"(mode {stat.filemode(mode)}): run `chmod 600 {path}`")
-    return warnings
-
-
-CONFIG_TEMPLATE = '''# hotfolder configuration. Relative paths resolve against this file's folder.
-# Keys and defaults: see the README. Keep this file private (chmod 600): it holds the secret.
-
-[api]
-base_url = "https://open-api.chanjing.cc"   # env CHANJING_BASE_URL overrides
-app_id = ""                                  # env CHANJING_APP_ID overrides
-secret_key = ""                              # env CHANJING_SECRET_KEY overrides (or secret_key_file)
-callback_url = ""                            # optional public URL the API POSTs to when a task ends
-
-[folders]
-inbox = "inbox"       # drop <stem>.mp4 + <stem>.txt (script) or <stem>.wav/.mp3/.m4a here
-outbox = "outbox"     # <stem>.mp4 and <stem>.jpg appear here
-archive = "archive"   # inputs of finished jobs
-failed = "failed"     # inputs of failed jobs + <stem>.error.json
-
-[ledger]
-path = "state/ledger.db"   # must be on a local disk (not NFS/SMB)
-
-[watch]
-settle_seconds = 5    # a file must be unchanged this long before it is taken
-poll_interval = 10    # seconds between remote status checks
-rescan_seconds = 60   # full inbox rescan, in case a file event was missed
-
-[limits]
-creates_per_minute = 10
-file_calls_per_minute = 30
-queries_per_second = 10
-uploads = 2
-tasks_in_flight = 10
-downloads = 2
-
-[lipsync]             # defaults; a <stem>.json sidecar overrides them per job
-model = 0
-# audio_man_id = "C-..."   # the voice for .txt scripts: `hotfolder voices` lists them
-speed = 1.0
-pitch = 1.0
-volume = 100
-backway = 1
-drive_mode = ""
-'''
-
-
-def init(folder: Path) -> Path:
-    """Write a commented config into ``folder`` and create its folders; never overwrites."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "hotfolder.toml"
-    if path.exists():
-        raise ControlError(f"{path} already exists; edit it, or choose another folder")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(CONFIG_TEMPLATE)
-    for name in ("inbox", "outbox", "archive", "failed", "state"):
-        (folder / name).mkdir(exist_ok=True)
-    return path
-
-
-def doctor(settings: Settings) -> list[tuple[str, bool, str]]:
-    """Checks a person runs before trusting the daemon: (check, ok, message) each."""
-    from hotfolder.daemon import make_client
-    from hotfolder.outbox import free_bytes
-
-    results: list[tuple[str, bool, str]] = [("config", True, f"valid ({settings.config_path})")]
-    for name in ("inbox", "outbox", "archive", "failed"):
-        folder: Path = getattr(settings.folders, name)
-        if not folder.is_dir():
-            results.append((f"folder {name}", False, f"{folder} does not exist: create it (or run `hotfolder init`)"))
-        elif not os.access(folder, os.W_OK | os.X_OK):
-            results.append((f"folder {name}", False, f"{folder} is not writable by this user"))
-        else:
-            results.append((f"folder {name}", True, f"{folder} ({free_bytes(folder) // 2**20} MiB free)"))
-    for warning in secret_file_warnings(settings):
-        results.append(("secret permissions", False, warning))
-    try:
-        ledger = Ledger(settings.ledger_path)
-        integrity = ledger.integrity()
-        results.append(("ledger", integrity == "ok", f"{settings.ledger_path}: integrity {integrity}, "
-                        f"jobs {ledger.counts() or 'none'}"))
-    except HotfolderError as exc:
-        results.append(("ledger", False, str(exc)))
-        return results
-    pid = daemon_pid(settings)
-    results.append(("daemon", True, f"running (pid {pid})" if pid else "not running"))
-    try:
-        client = make_client(settings, ledger)
-        try:
-            voices = client.list_voices(page=1, size=1)
-        finally:
-            client.close()
-        results.append(("credentials", True, f"the API at {settings.api.base_url} accepted them "
-                        f"({getattr(voices, 'total_count', '?')} public voices)"))
-    except HotfolderError as exc:
-        results.append(("credentials", False, f"{settings.api.base_url}: {scrub(str(exc))}"))
-    if not settings.lipsync.get("audio_man_id"):
-        results.append(("voice", False, "[lipsync] audio_man_id is not set: .txt scripts need a voice "
-                        "(`hotfolder voices` lists them), unless each job's .json names one"))
-    return results

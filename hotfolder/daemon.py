@@ -1,115 +1,121 @@
 """The daemon: threads, the stop event, signals, and resume.
 
 Threads: the main loop (intake + dispatch), one poller, and a small pool per stage (uploads,
-the single serialized submitter, downloads). Signal handlers only set the stop event. On start
-the daemon takes the ledger's lock, finishes interrupted input moves, and every unfinished job
-resumes from its last checkpoint simply because dispatch picks jobs by their recorded state.
-Worker threads are daemon threads: on stop, a step cut short (an upload, a download) is resumed
-from the ledger at the next start, so shutdown never waits for the network.
+the single serialized submitter, downloads). Signal handlers only set flags. On start the daemon
+takes the ledger's lock, finishes interrupted input moves, and every unfinished job resumes from
+its last checkpoint simply because dispatch picks jobs by their recorded state. Worker threads
+are daemon threads: on stop, a step cut short (an upload, a download) is resumed from the ledger
+at the next start, so shutdown never waits for the network.
+
+Each turn of the main loop is a few named steps (:meth:`Daemon._scan`, :meth:`Daemon._dispatch`,
+:meth:`Daemon._housekeeping`); none of them costs in proportion to the jobs ever recorded. A
+person's command in another process (`retry`, `cancel`, `resume`) bumps a counter in the ledger
+that the loop reads every :data:`CONTROL_POLL_S`, so it is acted on within about a second.
 """
 
 from __future__ import annotations
 
-import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
-from hotfolder import finish
-from hotfolder.chanjing import ChanjingClient, Limits
+from hotfolder import config, finish, reload
+from hotfolder.chanjing import CallRecord, ChanjingClient
 from hotfolder.config import Settings
-from hotfolder.intake import Intake
+from hotfolder.errors import ConfigError
+from hotfolder.intake import Intake, ScanResult, list_inbox
 from hotfolder.ledger import Ledger
+from hotfolder.ledger.reports import prune
+from hotfolder.liveness import Liveness, WatchdogPinger, folder_present, folder_writable, start_watchdog, status_line
 from hotfolder.locks import DaemonLock, LedgerTokenStore
 from hotfolder.log import get_logger, register_secret
+from hotfolder.outbox import free_bytes
+from hotfolder.outcomes import Outcomes
 from hotfolder.pipeline import Pipeline
+from hotfolder.outcomes import pause_reason, paused_until
 from hotfolder.poller import Poller
-from hotfolder.states import TERMINAL, State
-from hotfolder.watcher import Watcher
+from hotfolder.sdnotify import Notifier
+from hotfolder.states import ACTIVE, TERMINAL, State
+from hotfolder.trouble import ApiTrouble, current
+from hotfolder.watcher import make_watcher
+from hotfolder.workers import StagePool
 
 log = get_logger("hotfolder.daemon")
 STOP_GRACE_S = 7.0
-
-
-class StagePool:
-    """A fixed set of daemon threads running ``work(job_id)`` for one stage."""
-
-    def __init__(self, name: str, size: int, work: Callable[[int], None], running: set[int],
-                 lock: threading.Lock) -> None:
-        self.name = name
-        self.work = work
-        self.running = running
-        self.lock = lock
-        self.jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._loop, name=f"hotfolder-{name}-{i}", daemon=True)
-                        for i in range(size)]
-        for thread in self.threads:
-            thread.start()
-
-    def submit(self, job_id: int) -> None:
-        self.jobs.put(job_id)
-
-    def _loop(self) -> None:
-        while (job_id := self.jobs.get()) is not None:
-            try:
-                self.work(job_id)
-            except Exception:  # the pipeline handles job errors; this guards the thread itself
-                log.exception("worker_crashed", stage=self.name, job_id=job_id)
-            finally:
-                with self.lock:
-                    self.running.discard(job_id)
-
-    def close(self) -> None:
-        for _ in self.threads:
-            self.jobs.put(None)
-
-    def join(self, deadline: float) -> None:
-        for thread in self.threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+CONTROL_POLL_S = 1.0          # how often the loop looks for a person's command from another process
+ONCE_INBOX_GRACE_S = 10.0     # `run --once`: how long a missing inbox may take to come back
+PRUNE_EVERY_S = 86400.0
+MAIN_LOOP_MAX_SILENCE_S = 90.0   # one turn may take this long beyond its planned wait
+EXIT_OK, EXIT_FAILED, EXIT_INBOX_MISSING = 0, 1, 3
+STAGE_OF = {State.QUEUED: "upload", State.UPLOADING: "upload", State.SUBMITTING: "submit",
+            State.DOWNLOADING: "download"}
 
 
 def make_client(settings: Settings, ledger: Ledger, *, stop: threading.Event | None = None,
-                **kw: Any) -> ChanjingClient:
+                observer: Callable[[CallRecord], None] | None = None, **kw: object) -> ChanjingClient:
     """The API client for these settings, keeping its token in the ledger."""
     register_secret(settings.api.secret_key)
-    lim = settings.limits
     return ChanjingClient(
         settings.api.base_url, settings.api.app_id, settings.api.secret_key,
-        token_store=LedgerTokenStore(ledger),
-        limits=Limits(creates_per_minute=lim.creates_per_minute, file_calls_per_minute=lim.file_calls_per_minute,
-                      queries_per_second=lim.queries_per_second, uploads=lim.uploads,
-                      tasks_in_flight=lim.tasks_in_flight, downloads=lim.downloads),
-        stop=stop, timeout=settings.api.timeout_seconds, **kw,
+        token_store=LedgerTokenStore(ledger), limits=settings.limits,
+        stop=stop, timeout=settings.api.timeout_seconds, observer=observer, **kw,  # type: ignore[arg-type]
     )
+
+
+@dataclass
+class _Once:
+    """What `run --once` drives: the jobs found at start and those intake records."""
+
+    tracked: set[int] = field(default_factory=set)
+    inbox_missing_since: float | None = None
 
 
 class Daemon:
     """Runs hotfolder until stopped (or, with ``once``, until the jobs it found are finished)."""
 
     def __init__(self, settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.time, client: ChanjingClient | None = None) -> None:
+                 clock: Callable[[], float] = time.time, client: ChanjingClient | None = None,
+                 inbox_grace: float = ONCE_INBOX_GRACE_S, notifier: Notifier | None = None,
+                 liveness: Liveness | None = None) -> None:
         self.settings = settings
         self.once = once
         self.stop = stop or threading.Event()
         self.clock = clock
+        self.inbox_grace = inbox_grace
         self._wake = threading.Event()
         self._client = client
         self._running: set[int] = set()
         self._running_lock = threading.Lock()
+        self._was_low = False
+        self.first_scan_done = False
+        self.notifier = notifier or Notifier({})
+        self.liveness = liveness or Liveness()
+        self._pinger: WatchdogPinger | None = None
+        self._reload_requested = False
+        self._ready_sent = False
 
     def wake(self) -> None:
         self._wake.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT only set the stop flag; the loops notice and wind down."""
+        """SIGTERM/SIGINT only set the stop flag, SIGHUP the reload flag; the loop does the rest."""
         def handler(signum: int, _frame: FrameType | None) -> None:
             self.stop.set()
             self._wake.set()
+
+        def on_hup(signum: int, _frame: FrameType | None) -> None:
+            self.request_reload()
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def request_reload(self) -> None:
+        """Re-read the config at the loop's next turn (what SIGHUP does)."""
+        self._reload_requested = True
+        self._wake.set()
 
     def run(self) -> int:
         """Run to the end; returns the process exit code."""
@@ -120,126 +126,253 @@ class Daemon:
         finally:
             lock.release()
 
-    def _run(self) -> int:
+    # -- start and stop -----------------------------------------------------------------------
+    def _start(self) -> None:
         s = self.settings
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(s.ledger_path, clock=self.clock)
-        client = self._client or make_client(s, ledger, stop=self.stop)
-        pipeline = Pipeline(s, ledger, client, stop=self.stop, clock=self.clock, wake=self.wake)
-        poller = Poller(ledger, client, pipeline)
-        intake = Intake(s, ledger, clock=self.clock, on_failed=pipeline.fail_at_intake)
-        intake.stop = self.stop
-        moved = finish.complete_pending(ledger, s)
-        counts = ledger.counts()
-        log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),
-                 api=s.api.base_url, jobs=counts, finished_interrupted_moves=moved)
-
-        tracked: set[int] = set()
+        self.ledger = ledger = Ledger(s.ledger_path, clock=self.clock)
+        self.trouble = ApiTrouble(ledger, s.api.base_url, clock=self.clock)
+        self.client = self._client or make_client(s, ledger, stop=self.stop, observer=self.trouble.record)
+        self.outcomes = Outcomes(s, ledger, clock=self.clock)
+        self.pipeline = Pipeline(s, ledger, self.client, stop=self.stop, clock=self.clock, wake=self.wake,
+                                 outcomes=self.outcomes)
+        self.poller = Poller(s, ledger, self.client, self.outcomes, self.clock)
+        self.once_state = _Once()
+        only: set[str] | None = None
         if self.once:
-            listing = intake.list_inbox() or []
-            intake.only = {rel for rel, _size, _mtime in listing}
-            tracked = {j.id for j in ledger.jobs() if j.state not in TERMINAL and j.state != State.WAITING}
-
-        pools = {
-            "upload": StagePool("upload", s.limits.uploads + 2, pipeline.run, self._running, self._running_lock),
-            "submit": StagePool("submit", 1, pipeline.run, self._running, self._running_lock),
-            "download": StagePool("download", s.limits.downloads, pipeline.run, self._running, self._running_lock),
+            only = {rel for rel, _size, _mtime in list_inbox(s.folders.inbox) or []}
+            self.once_state.tracked = {j.id for j in ledger.jobs(ACTIVE)}
+        self.intake = Intake(s, ledger, clock=self.clock, on_failed=self.outcomes.fail_at_intake, stop=self.stop,
+                             only=only)
+        moved = finish.complete_pending(ledger, s)
+        log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),
+                 api=s.api.base_url, jobs=ledger.counts(), finished_interrupted_moves=moved)
+        self.pools = {
+            "upload": StagePool("upload", s.limits.uploads + 2, self.pipeline.run, self._running, self._running_lock),
+            "submit": StagePool("submit", 1, self.pipeline.run, self._running, self._running_lock),
+            "download": StagePool("download", s.limits.downloads, self.pipeline.run, self._running,
+                                  self._running_lock),
         }
-        stage_of = {State.QUEUED: "upload", State.UPLOADING: "upload", State.SUBMITTING: "submit",
-                    State.DOWNLOADING: "download"}
-        poll_thread = threading.Thread(target=self._poll_loop, args=(poller,), name="hotfolder-poller", daemon=True)
-        poll_thread.start()
-        watcher = Watcher(s.folders.inbox, self.wake)
-        exit_code = 0
-        next_rescan = 0.0
+        self.poll_thread = threading.Thread(target=self._poll_loop, name="hotfolder-poller", daemon=True)
+        self.poll_thread.start()
+        self.watcher = make_watcher(s.folders.inbox, self.wake, s.watch.mode, s.watch.poll_seconds)
+        self.liveness.register("main_loop", max_silence=MAIN_LOOP_MAX_SILENCE_S)
+        for pool in self.pools.values():
+            self.liveness.register_threads(pool.threads)
+        self.liveness.register_thread(self.poll_thread)
+        self.liveness.add_check(folder_present(s.folders.inbox, "inbox"))
+        self.liveness.add_check(folder_writable(s.ledger_path.parent, "ledger folder"))
+        self._pinger = start_watchdog(self.notifier, self.liveness, self.stop)
+        self.control_seq = ledger.control_seq()
+        self.next_rescan = 0.0
+        self.next_control = 0.0
+        self.next_prune = self.clock() + 60.0   # not in the start-up path
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self.stop.set()
+        self.watcher.stop()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for pool in self.pools.values():
+            pool.close()
+        for pool in self.pools.values():
+            pool.join(deadline)
+        self.poll_thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._pinger is not None:
+            self._pinger.join(timeout=1.0)
+        log.info("daemon_stop", jobs=self.ledger.counts())
+
+    def _run(self) -> int:
+        self._start()
         try:
             while not self.stop.is_set():
-                now = self.clock()
-                changed = watcher.drain()
-                wait_for: list[float] = [now + s.watch.rescan_seconds]
-                result = None
-                if (changed or now >= next_rescan or self.once) and not self._low_on_space():
-                    watcher.ensure()   # (re)start it first, then scan: nothing slips between
-                    try:
-                        if now >= next_rescan:
-                            with self._running_lock:
-                                busy = set(self._running)
-                            finish.complete_pending(ledger, s, skip=busy)   # moves a full disk held up
-                        result = intake.scan()
-                    except Exception:   # one bad scan must not end the daemon: log, look again later
-                        log.exception("intake_failed")
-                        next_rescan = now + s.watch.rescan_seconds
-                        result = None
-                if result is not None:
-                    next_rescan = now + s.watch.rescan_seconds
-                    tracked.update(result.created)
-                    if result.next_check is not None:
-                        wait_for.append(result.next_check)
-                        next_rescan = min(next_rescan, result.next_check)
-                    if self.once and result.inbox_ok and not result.unsettled \
-                            and self._once_finished(ledger, tracked):
-                        exit_code = self._once_exit_code(ledger, tracked)
-                        break
-                for job in ledger.jobs(stage_of):
-                    if job.next_attempt_at > now:
-                        wait_for.append(job.next_attempt_at)
-                        continue
-                    if job.outputs.get("moves_pending"):
-                        continue
-                    with self._running_lock:
-                        if job.id in self._running:
-                            continue
-                        self._running.add(job.id)
-                    pools[stage_of[job.state]].submit(job.id)
-                timeout = max(0.05, min(wait_for) - self.clock())
-                self._wake.wait(timeout=min(timeout, 1.0 if self.once else timeout))
-                self._wake.clear()
+                code = self._turn()
+                if code is not None:
+                    return code
+            return EXIT_OK
         finally:
-            self.stop.set()
-            watcher.stop()
-            deadline = time.monotonic() + STOP_GRACE_S
-            for pool in pools.values():
-                pool.close()
-            for pool in pools.values():
-                pool.join(deadline)
-            poll_thread.join(timeout=max(0.0, deadline - time.monotonic()))
-            log.info("daemon_stop", jobs=ledger.counts())
-        return exit_code
+            self._shutdown()
+
+    # -- one turn of the main loop ---------------------------------------------------------------
+    def _turn(self) -> int | None:
+        """Scan if anything may have changed, dispatch due jobs, then wait; an exit code ends `--once`."""
+        now = self.clock()
+        if self._reload_requested:
+            self._reload()
+        wait_for = [now + self.settings.watch.rescan_seconds]
+        woken_by_person = self._control_changed(now)
+        changed = bool(self.watcher.drain()) or woken_by_person
+        if changed or now >= self.next_rescan or self.once:
+            result = self._scan(now)
+            if result is not None and not self.first_scan_done:
+                self.first_scan_done = True
+                log.info("first_scan_done", files=len(result.files), jobs_recorded=len(result.created),
+                         inbox_ok=result.inbox_ok)
+            if result is not None:
+                code = self._once_progress(result, now)
+                if code is not None:
+                    return code
+                if result.next_check is not None:
+                    wait_for.append(result.next_check)
+        self._dispatch(now, wait_for)
+        self._housekeeping(now)
+        timeout = min(max(0.05, min(wait_for) - self.clock()), CONTROL_POLL_S)
+        self._report(timeout)
+        self._wake.wait(timeout=timeout)
+        self._wake.clear()
+        return None
+
+    def _report(self, wait: float) -> None:
+        """Tell systemd how things are (READY once the first scan is done), and that the loop lives."""
+        if self.first_scan_done:
+            line = self.status_text()
+            if not self._ready_sent:
+                self.notifier.ready(line)
+                self._ready_sent = True
+            else:
+                self.notifier.status(line)   # sent only when it changed
+        self.liveness.beat("main_loop", expect_wait=wait)
+
+    def status_text(self) -> str:
+        """The one-line summary (systemd's STATUS=): counts, and a pause or API trouble."""
+        line = status_line(self.ledger.counts(), self.liveness.check())
+        if paused_until(self.ledger, self.clock()):
+            line += f"; submissions paused ({pause_reason(self.ledger) or 'billing'})"
+        trouble = current(self.ledger)
+        if trouble:
+            line += f"; API trouble: {trouble['kind'].replace('_', ' ')}"
+        return line
+
+    def _reload(self) -> None:
+        """Re-read the config; a valid one applies to everything not yet submitted, an invalid one
+        is refused (the key in the log and STATUS) and the old one stays."""
+        self._reload_requested = False
+        self.notifier.reloading()
+        try:
+            new = config.load(self.settings.config_path)
+        except ConfigError as exc:
+            log.error("reload_refused", key=exc.key, error=str(exc), hint="the previous config stays in effect")
+            self.notifier.ready(f"reload refused ({exc.key or 'config'}): {exc} | {self.status_text()}")
+            return
+        merged, applied, restart = reload.merge(self.settings, new)
+        self.settings = merged
+        self.pipeline.reconfigure(merged)
+        self.poller.settings = merged
+        self.intake.reconfigure(merged)
+        if "watch" in applied:
+            self.watcher.stop()
+            self.watcher = make_watcher(merged.folders.inbox, self.wake, merged.watch.mode, merged.watch.poll_seconds)
+            self.next_rescan = 0.0
+        reparams = reload.reparam_unsubmitted(self.ledger, merged) if "lipsync" in applied else 0
+        log.info("config_reloaded", applied=applied, jobs_reparametrised=reparams)
+        if restart:
+            log.warning("reload_needs_restart", sections=restart,
+                        hint="these keep their old values until `systemctl restart hotfolder`")
+        self.notifier.ready(self.status_text())
+
+    def _control_changed(self, now: float) -> bool:
+        """Whether a person changed something from another process since the last look."""
+        if now < self.next_control:
+            return False
+        self.next_control = now + CONTROL_POLL_S
+        seq = self.ledger.control_seq()
+        if seq == self.control_seq:
+            return False
+        self.control_seq = seq
+        log.info("control_noticed")
+        return True
+
+    def _scan(self, now: float) -> ScanResult | None:
+        """Look at the inbox (and finish moves a full disk held up); None while space is short."""
+        if self._low_on_space():
+            return None
+        self.watcher.ensure()   # (re)start it first, then scan: nothing slips between
+        try:
+            if now >= self.next_rescan:
+                with self._running_lock:
+                    busy = set(self._running)
+                finish.complete_pending(self.ledger, self.settings, skip=busy)   # moves a full disk held up
+            result = self.intake.scan()
+        except Exception:   # one bad scan must not end the daemon: log, look again later
+            log.exception("intake_failed")
+            self.next_rescan = now + self.settings.watch.rescan_seconds
+            return None
+        self.next_rescan = now + self.settings.watch.rescan_seconds
+        if result.next_check is not None:
+            self.next_rescan = min(self.next_rescan, result.next_check)
+        if self.once:
+            self.once_state.tracked.update(result.created)
+        return result
+
+    def _once_progress(self, result: ScanResult, now: float) -> int | None:
+        """`run --once`: the exit code once everything it drives has ended, else None."""
+        if not self.once:
+            return None
+        if not result.inbox_ok:
+            since = self.once_state.inbox_missing_since = self.once_state.inbox_missing_since or now
+            if now - since >= self.inbox_grace:
+                log.error("inbox_missing_giving_up", inbox=str(self.settings.folders.inbox),
+                          waited_s=round(now - since, 1), exit_code=EXIT_INBOX_MISSING)
+                return EXIT_INBOX_MISSING
+            return None
+        self.once_state.inbox_missing_since = None
+        if result.unsettled or not self._once_finished():
+            return None
+        states = [self.ledger.get(j).state for j in self.once_state.tracked]
+        return EXIT_FAILED if any(st in (State.FAILED, State.CANCELLED) for st in states) else EXIT_OK
+
+    def _once_finished(self) -> bool:
+        for job_id in self.once_state.tracked:
+            job = self.ledger.get(job_id)
+            if job.state == State.WAITING:
+                continue
+            if job.state not in TERMINAL or job.moves_pending:
+                return False
+        return True
+
+    def _dispatch(self, now: float, wait_for: list[float]) -> None:
+        """Hand every due job of an active stage to its pool (each job to one worker at a time)."""
+        for job in self.ledger.jobs(STAGE_OF):
+            if job.next_attempt_at > now:
+                wait_for.append(job.next_attempt_at)
+                continue
+            if job.moves_pending:
+                continue
+            with self._running_lock:
+                if job.id in self._running:
+                    continue
+                self._running.add(job.id)
+            self.pools[STAGE_OF[job.state]].submit(job.id)
+
+    def _housekeeping(self, now: float) -> None:
+        """Daily pruning when ``[ledger] keep_days`` asks for it."""
+        keep_days = self.settings.ledger.keep_days
+        if keep_days <= 0 or now < self.next_prune:
+            return
+        self.next_prune = now + PRUNE_EVERY_S
+        try:
+            removed = prune(self.ledger, now - keep_days * 86400)
+            log.info("ledger_pruned", keep_days=keep_days, **removed)
+        except Exception:
+            log.exception("prune_failed")
 
     def _low_on_space(self) -> bool:
         """Intake pauses while the outbox's disk is below ``disk.min_free_mb`` (and says so once)."""
-        from hotfolder.outbox import free_bytes
-
         free = free_bytes(self.settings.folders.outbox)
         low = free < self.settings.disk.min_free_mb * 2**20
-        if low != getattr(self, "_was_low", False):
+        if low != self._was_low:
             (log.warning if low else log.info)("intake_paused_low_space" if low else "intake_resumed_space",
                                                free_mb=free // 2**20, min_free_mb=self.settings.disk.min_free_mb)
             self._was_low = low
         return low
 
-    def _poll_loop(self, poller: Poller) -> None:
+    def _poll_loop(self) -> None:
         interval = self.settings.watch.poll_interval
         while not self.stop.is_set():
             try:
-                if poller.poll_once():
+                if self.poller.poll_once():
                     self.wake()
             except Exception:
                 log.exception("poller_crashed")
             self.stop.wait(interval)
-
-    @staticmethod
-    def _once_finished(ledger: Ledger, tracked: set[int]) -> bool:
-        for job_id in tracked:
-            job = ledger.get(job_id)
-            if job.state == State.WAITING:
-                continue
-            if job.state not in TERMINAL or job.outputs.get("moves_pending"):
-                return False
-        return True
-
-    @staticmethod
-    def _once_exit_code(ledger: Ledger, tracked: set[int]) -> int:
-        states = [ledger.get(j).state for j in tracked]
-        return 1 if any(st in (State.FAILED, State.CANCELLED) for st in states) else 0

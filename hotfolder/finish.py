@@ -1,7 +1,7 @@
 """Ending a job: recording the terminal state with a move plan, then moving its inputs.
 
 A job ends in one transaction that sets its terminal state and records where each input will go
-(``outputs["moves"]`` with ``moves_pending``); the moves and the ``<stem>.error.json`` follow and
+(``outputs["moves"]``, with the indexed ``moves_pending`` column set); the moves and the ``<stem>.error.json`` follow and
 are idempotent, so a crash in between is completed by :func:`complete_pending` at the next start.
 Intake treats a job with pending moves as still open, so its inputs are never taken twice.
 """
@@ -37,16 +37,17 @@ def end_job(ledger: Ledger, settings: Settings, job: Job, state: State, *, error
     assert state in TERMINAL
     files = {role: path for role, path in job.files.items() if Path(path).exists() or Path(path).is_symlink()}
     moves = outbox.plan_group_move(files, _dest_dir(settings, job, state), job.stem) if files else {}
-    outputs = {**job.outputs, **(extra or {}), "moves": moves, "moves_pending": True}
-    fields: dict[str, Any] = {"outputs": outputs}
+    outputs = {**job.outputs, **(extra or {}), "moves": moves}
+    fields: dict[str, Any] = {"outputs": outputs, "moves_pending": 1}
     if error is not None:
         fields.update(error=scrub(error), error_code=code or "error")
     if state == State.DONE:
         fields.update(error=None, error_code=None, progress=100)
-    if not ledger.advance(job.id, job.state, state, event=event or str(state), detail=_detail(error, code),
-                          **fields):
+    ended = ledger.advance(job.id, job.state, state, event=event or str(state), detail=_detail(error, code),
+                           **fields)
+    if ended is None:
         return False
-    complete_moves(ledger, settings, ledger.get(job.id))
+    complete_moves(ledger, settings, ended)
     return True
 
 
@@ -58,7 +59,7 @@ def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
     """Carry out (or finish) a terminal job's recorded input moves and error file."""
     with _MOVES_LOCK:
         job = ledger.get(job.id)   # the truth now, not what the caller saw
-        if job.outputs.get("moves_pending"):
+        if job.moves_pending:
             _complete_moves(ledger, settings, job)
 
 
@@ -87,8 +88,7 @@ def _complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
             log.error("error_file_failed", job_id=job.id, job=job.name, error=str(exc))
             return
     _remove_stale_temps(settings, job)
-    outputs = {**job.outputs, "moves_pending": False}
-    ledger.update(job.id, job.state, files={**job.files, **moved}, outputs=outputs, event="inputs_moved",
+    ledger.update(job.id, job.state, files={**job.files, **moved}, moves_pending=0, event="inputs_moved",
                   detail={"to": sorted(set(str(Path(p).parent) for p in moved.values()))} if moved else None)
 
 
@@ -115,8 +115,17 @@ def error_document(job: Job) -> dict[str, Any]:
         "message": scrub(message),
         "remote_id": job.remote_id,
         "hint": _hint(code),
-        "retry": f"fix the input and drop it into the inbox again, or run `hotfolder retry {job.id}`",
+        "retry": _retry_advice(job, code),
     }
+
+
+def _retry_advice(job: Job, code: str) -> str:
+    if code == "cancelled":
+        return (f"to make it after all, run `hotfolder retry {job.id}`, or drop the files into the inbox "
+                "again")
+    if code == "bad_input":
+        return f"fix the input and drop it into the inbox again, or fix it here and run `hotfolder retry {job.id}`"
+    return f"run `hotfolder retry {job.id}` once the cause is fixed, or drop the files into the inbox again"
 
 
 def _hint(code: str) -> str:
@@ -133,8 +142,8 @@ def complete_pending(ledger: Ledger, settings: Settings, skip: set[int] | None =
     """Finish the moves of every terminal job whose moves a crash (or a full disk) interrupted;
     ``skip`` names jobs a worker is ending right now."""
     count = 0
-    for job in ledger.jobs(TERMINAL):
-        if job.outputs.get("moves_pending") and job.id not in (skip or set()):
+    for job in ledger.pending_moves():   # indexed: costs nothing when there are none
+        if job.id not in (skip or set()):
             complete_moves(ledger, settings, job)
             count += 1
     return count

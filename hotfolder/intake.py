@@ -26,7 +26,6 @@ from hotfolder.states import State
 
 log = get_logger("hotfolder.intake")
 HASH_CHUNK = 1 << 20
-HEAD_BYTES = 64
 
 
 @dataclass
@@ -63,11 +62,17 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
 
     Reads only headers and the small text/JSON sidecars: nothing is uploaded yet.
     """
+    for path in files.values():
+        problem = pairing.api_format_problem(path.name)
+        if problem:
+            raise InputError(problem, path=path.name)
     video = files["video"]
     try:
         size = video.stat().st_size
         with open(video, "rb") as fh:
             info = media.probe_video(fh, size, name=name)
+    except FileNotFoundError:
+        raise   # vanished (taken by a job that just ended, or removed): not an input error
     except PermissionError as exc:
         raise InputError(f"cannot read {name}: permission denied; let the hotfolder user read it",
                          path=name) from exc
@@ -92,7 +97,9 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
         audio = files["audio"]
         try:
             with open(audio, "rb") as fh:
-                pairing_head = fh.read(HEAD_BYTES)
+                pairing_head = fh.read(media.HEAD_BYTES)
+        except FileNotFoundError:
+            raise
         except OSError as exc:
             raise InputError(f"cannot read {audio.name} (for {name}): {exc.strerror}; let the hotfolder "
                              "user read it", path=audio.name) from exc
@@ -104,6 +111,8 @@ def _read_small(path: Path, name: str, limit: int = 1 << 20) -> bytes:
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise InputError(f"cannot read {path.name} (for {name}): {exc.strerror}", path=path.name) from exc
     if len(data) > limit:
@@ -112,20 +121,51 @@ def _read_small(path: Path, name: str, limit: int = 1 << 20) -> bytes:
     return data
 
 
+def list_inbox(inbox: Path) -> list[tuple[str, int, int]] | None:
+    """Every takeable regular file under ``inbox`` as (inbox-relative path, size, mtime_ns);
+    None if the inbox is missing (unmounted or deleted), which must never be taken as "empty"."""
+    if not inbox.is_dir():
+        return None
+    out: list[tuple[str, int, int]] = []
+    for dirpath, dirnames, filenames in os.walk(inbox, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, inbox)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        dirnames[:] = sorted(d for d in dirnames
+                             if pairing.is_ignored(f"{rel_dir}/{d}/x" if rel_dir else f"{d}/x") is None)
+        for fname in sorted(filenames):
+            rel = f"{rel_dir}/{fname}" if rel_dir else fname
+            if pairing.is_ignored(rel) is not None:
+                continue
+            try:
+                st = os.lstat(os.path.join(dirpath, fname))
+            except OSError:
+                continue   # vanished between listing and stat
+            if not _is_regular(st.st_mode):
+                continue   # symlinks and devices are never followed or taken
+            out.append((rel, st.st_size, st.st_mtime_ns))
+    return out
+
+
 class Intake:
     """Scans the inbox and records jobs. One instance, driven by one thread."""
 
     def __init__(self, settings: Settings, ledger: Ledger, *, clock: Callable[[], float] = time.time,
-                 on_failed: Callable[[int, InputError], None] | None = None) -> None:
+                 on_failed: Callable[[int, InputError], None] | None = None,
+                 stop: threading.Event | None = None, only: set[str] | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.clock = clock
         self.tracker = pairing.SettleTracker(settings.watch.settle_seconds)
-        # Called for a job recorded as failed at intake, to move its inputs (pipeline owns that).
+        # Called for a job recorded as failed at intake, to move its inputs (outcomes own that).
         self.on_failed = on_failed
-        self.stop: threading.Event | None = None   # set by the daemon: long hashing yields to SIGTERM
-        self.only: set[str] | None = None   # `run --once`: restrict to the files present at start
+        self.stop = stop   # long hashing yields to SIGTERM
+        self.only = only   # `run --once`: restrict to the files present at start
         self._inbox_missing_logged = False
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded config (settle time, lip-sync defaults) for the files taken from now on."""
+        self.settings = settings
+        self.tracker.settle_seconds = settings.watch.settle_seconds
 
     @property
     def inbox(self) -> Path:
@@ -134,31 +174,18 @@ class Intake:
     def list_inbox(self) -> list[tuple[str, int, int]] | None:
         """Every takeable regular file as (inbox-relative path, size, mtime_ns); None if the inbox
         is missing (unmounted or deleted), which must never be taken as "empty"."""
-        if not self.inbox.is_dir():
-            return None
-        out: list[tuple[str, int, int]] = []
-        for dirpath, dirnames, filenames in os.walk(self.inbox, followlinks=False):
-            rel_dir = os.path.relpath(dirpath, self.inbox)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            dirnames[:] = sorted(d for d in dirnames
-                                 if pairing.is_ignored(f"{rel_dir}/{d}/x" if rel_dir else f"{d}/x") is None)
-            for fname in sorted(filenames):
-                rel = f"{rel_dir}/{fname}" if rel_dir else fname
-                if pairing.is_ignored(rel) is not None:
-                    continue
-                try:
-                    st = os.lstat(os.path.join(dirpath, fname))
-                except OSError:
-                    continue   # vanished between listing and stat
-                if not _is_regular(st.st_mode):
-                    continue   # symlinks and devices are never followed or taken
-                out.append((rel, st.st_size, st.st_mtime_ns))
-        return out
+        return list_inbox(self.inbox)
 
-    def scan(self) -> ScanResult:
-        """One pass: observe, pair, and record every group that is ready."""
+    def scan(self, listing: list[tuple[str, int, int]] | None = None) -> ScanResult:
+        """One pass: observe, pair, and record every group that is ready. ``listing`` (from
+        :func:`list_inbox`) may be given; by the time it is used it may be stale, which is fine:
+        a file that vanished meanwhile is simply gone."""
         result = ScanResult()
-        listing = self.list_inbox()
+        if listing is None:
+            listing = self.list_inbox()
+        return self._scan(listing, result)
+
+    def _scan(self, listing: list[tuple[str, int, int]] | None, result: ScanResult) -> ScanResult:
         if listing is None:
             result.inbox_ok = False
             if not self._inbox_missing_logged:

@@ -2,32 +2,62 @@
 
 structlog renders for a person on a terminal and as JSON lines otherwise (journald, files). The
 job id and name are bound with contextvars (:func:`job_context`) so every line about a job carries
-them. A last processor scrubs secrets: any value registered with :func:`register_secret` is
-replaced wherever it appears, and keys that name secrets are masked.
+them, and every module logger carries its name (``logger=hotfolder.daemon``). Secrets are scrubbed:
+any value registered with :func:`register_secret` is replaced wherever it appears (exception text
+included), and keys that name secrets are masked.
+
+Logging never breaks a job. Lines go through a guarded writer: when the stream's consumer is gone
+(``hotfolder run 2>&1 | head``, journald restarting, a full disk under a log file) the line is
+dropped and counted (:func:`dropped_lines`) instead of raising inside the code that logged, and a
+value whose ``repr`` raises is rendered as a placeholder. A CLI that catches ``BrokenPipeError`` on
+its own output calls :func:`quiet_broken_pipe` once, deliberately.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import inspect
 import logging
+import os
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from io import StringIO
+from typing import Any, TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
-_SECRET_KEYS = {"secret_key", "access_token", "token", "authorization", "password"}
-_secrets: set[str] = set()
-_lock = threading.Lock()
+__all__ = ["MASK", "configure", "dropped_lines", "get_logger", "job_context", "quiet_broken_pipe",
+           "register_secret", "scrub"]
+
 MASK = "***"
+_SECRET_KEYS = frozenset({"secret_key", "access_token", "token", "authorization", "password",
+                          "webhook_secret"})
+
+# Secrets are kept as an immutable tuple, longest first, swapped whole under the lock: scrub() runs
+# on every line from many threads and must never see a set change size mid-iteration, and a secret
+# that contains another must be masked whole, not left with a visible tail.
+_secrets: tuple[str, ...] = ()
+_lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line (it is replaced by ``***``)."""
+    """Never let ``value`` reach a log line (it is replaced by ``***``).
+
+    Values shorter than 4 characters are ignored: masking "ab" everywhere would mangle lines
+    without protecting anything.
+    """
+    global _secrets
     if value and len(value) >= 4:
         with _lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
 
 
 def scrub(text: str) -> str:
@@ -38,35 +68,425 @@ def scrub(text: str) -> str:
     return text
 
 
-def _scrub_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in list(event.items()):
-        if key.lower() in _SECRET_KEYS:
-            event[key] = MASK
-        elif isinstance(value, str):
-            event[key] = scrub(value)
-        elif isinstance(value, BaseException):
-            event[key] = scrub(repr(value))
+# -- dropped lines --------------------------------------------------------------------------------
+_dropped = 0
+_dropped_lock = threading.Lock()
+
+
+def dropped_lines() -> int:
+    """How many log lines were dropped since the process started.
+
+    A line is dropped when its stream cannot take it (broken pipe, full disk, closed file) or when
+    logging it failed inside the logging layer. Meant for a metrics endpoint: a growing count means
+    logs are being lost, while the jobs themselves carry on.
+    """
+    return _dropped
+
+
+def _count_dropped(lines: int = 1) -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += lines
+
+
+# -- the guarded writer ---------------------------------------------------------------------------
+def _point_at_devnull(stream: Any) -> bool:
+    """Make ``stream``'s file descriptor write to os.devnull; flush what it still buffers there.
+
+    After a broken pipe, a buffered stream keeps the unwritten bytes and tries them again at every
+    flush, including the interpreter's last one at exit (which then prints "Exception ignored ...
+    BrokenPipeError" and turns the exit status into 120). Pointing the descriptor at /dev/null lets
+    those flushes succeed harmlessly. Returns False if ``stream`` has no usable descriptor.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is both of the last two
+        return False
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        return False
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(Exception):
+        stream.flush()
+    return True
+
+
+def quiet_broken_pipe(stream: TextIO | None = None) -> None:
+    """Handle a broken pipe on the CLI's own output, once and deliberately.
+
+    Call it where the command line catches ``BrokenPipeError`` writing or flushing its output
+    (``hotfolder status | head -1``): it points ``stream`` (default ``sys.stdout``) at os.devnull
+    with ``dup2``, the recipe from the Python docs on SIGPIPE, so the interpreter's final flush
+    neither prints "Exception ignored ... BrokenPipeError" nor exits with status 120. The caller
+    then exits (status 1 by convention)::
+
+        try:
+            ...
+            sys.stdout.flush()
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            sys.exit(1)
+    """
+    _point_at_devnull(sys.stdout if stream is None else stream)
+
+
+class _GuardedWriter:
+    """Writes whole lines to one stream and never lets an error out.
+
+    * a peer that is gone (EPIPE, connection reset) or a closed/invalid file is permanent: the
+      writer goes dead and drops every later line (after a broken pipe its descriptor is also
+      pointed at os.devnull, see :func:`_point_at_devnull`);
+    * anything else (ENOSPC, EIO, a stream that raises) may pass (the disk gets space again): that
+      line is dropped and the next one is tried.
+
+    Dropped lines are counted (:func:`dropped_lines`). The lock is reentrant because a signal
+    handler runs in the main thread between bytecodes: if it logs while that thread is inside
+    :meth:`write`, a plain lock would deadlock the process.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._lock = threading.RLock()
+        self._dead = stream is None  # sys.stderr is None under pythonw and some service managers
+
+    @property
+    def dead(self) -> bool:
+        """True once the stream is known to be gone for good."""
+        return self._dead
+
+    def write(self, line: str) -> None:
+        """Write ``line`` and a newline in one call, then flush; drop it on any error."""
+        with self._lock:
+            if self._dead:
+                _count_dropped()
+                return
+            try:
+                try:
+                    self.stream.write(line + "\n")
+                except UnicodeEncodeError:
+                    # A stream with a narrow strict encoding (ASCII file, C locale): escape and
+                    # retry rather than lose the line. Note UnicodeError is a ValueError, so this
+                    # must come before the "closed file" check below.
+                    self.stream.write(line.encode("ascii", "backslashreplace").decode("ascii") + "\n")
+                self.stream.flush()
+            except ConnectionError:  # BrokenPipeError, ConnectionResetError: the reader is gone
+                self._dead = True
+                _point_at_devnull(self.stream)
+                _count_dropped()
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    self._dead = True  # never dup2 onto a bad descriptor: its number may be reused
+                _count_dropped()
+            except ValueError:
+                if getattr(self.stream, "closed", False):
+                    self._dead = True  # "I/O operation on closed file"
+                _count_dropped()
+            except Exception:  # a custom stream can raise anything; it is still only a log line
+                _count_dropped()
+
+
+class _GuardedLogger:
+    """The wrapped logger structlog hands rendered lines to; every level writes the same way.
+
+    ``name`` is what ``get_logger(name)`` passed on to the factory: :func:`_add_logger_name` puts
+    it on the line.
+    """
+
+    def __init__(self, writer: _GuardedWriter, name: str | None = None) -> None:
+        self._writer = writer
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<_GuardedLogger {self.name!r} stream={self._writer.stream!r}>"
+
+    def msg(self, message: str) -> None:
+        """Write one rendered line."""
+        self._writer.write(message)
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+
+class _GuardedLoggerFactory:
+    """A logger factory: one :class:`_GuardedLogger` per name, all sharing one writer (one lock).
+
+    structlog calls it with ``get_logger``'s positional arguments each time a lazy module logger
+    is used (``cache_logger_on_first_use=False``), so the name survives being captured at import
+    time, before :func:`configure`.
+    """
+
+    def __init__(self, writer: _GuardedWriter) -> None:
+        self.writer = writer
+        self._loggers: dict[str | None, _GuardedLogger] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> _GuardedLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        logger = self._loggers.get(name)
+        if logger is None:
+            with self._lock:
+                logger = self._loggers.setdefault(name, _GuardedLogger(self.writer, name))
+        return logger
+
+
+# The writer of the last configure(): the CLI configures twice (group, then `run`) with the same
+# stream, and a writer that already saw a broken pipe must stay dead rather than start again.
+_writer: _GuardedWriter | None = None
+_writer_lock = threading.Lock()
+
+
+def _writer_for(stream: Any) -> _GuardedWriter:
+    global _writer
+    with _writer_lock:
+        if _writer is None or _writer.stream is not stream:
+            _writer = _GuardedWriter(stream)
+        return _writer
+
+
+# -- a wrapper class whose log calls never raise --------------------------------------------------
+_LOG_METHODS = ("debug", "info", "warning", "warn", "error", "exception", "critical", "fatal", "msg",
+                "log")
+
+
+def _emergency_line(bound: Any, exc: BaseException) -> None:
+    """A log call failed inside the logging layer: count its line, and say so if possible.
+
+    The note is a JSON line (readable by people too) naming only the exception type: its message
+    could be the very text that failed to render.
+    """
+    _count_dropped()
+    wrapped = getattr(bound, "_logger", None)
+    if isinstance(wrapped, _GuardedLogger):
+        wrapped.msg(f'{{"event": "log_call_failed", "error": "{type(exc).__name__}"}}')
+
+
+def _never_raise(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with any exception contained (counted, and noted on the stream if possible).
+
+    Covers what the renderer guard cannot: ``log.info("%s", obj)`` interpolation with an ``obj``
+    whose ``__str__`` raises, a misbehaving processor, a wrapped logger that raises.
+    """
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def aguarded(self: Any, *args: Any, **kw: Any) -> Any:
+            try:
+                return await method(self, *args, **kw)
+            except Exception as exc:
+                _emergency_line(self, exc)
+                return None
+        return aguarded
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return method(self, *args, **kw)
+        except Exception as exc:
+            _emergency_line(self, exc)
+            return None
+    return guarded
+
+
+@functools.cache
+def _wrapper_class(level: int) -> type:
+    """structlog's filtering bound logger for ``level``, with every log method guarded."""
+    base = structlog.make_filtering_bound_logger(level)
+    names = [*_LOG_METHODS, *(f"a{name}" for name in _LOG_METHODS)]
+    methods = {name: _never_raise(getattr(base, name)) for name in names if hasattr(base, name)}
+    return type(f"Guarded{base.__name__}", (base,), methods)
+
+
+# -- processors -----------------------------------------------------------------------------------
+def _add_logger_name(logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """``logger=<name>`` on every line of a named logger (a value bound explicitly wins)."""
+    name = getattr(logger, "name", None)
+    if name and isinstance(name, str):
+        event.setdefault("logger", name)
     return event
 
 
+def _scrub_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, BaseException):
+        return scrub(repr(value))
+    if depth < 8:  # structured tracebacks are nested dicts and lists; stop at silly depths
+        if isinstance(value, dict):
+            return {k: MASK if isinstance(k, str) and k.lower() in _SECRET_KEYS
+                    else _scrub_value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_scrub_value(v, depth + 1) for v in value]
+        if isinstance(value, tuple):
+            return tuple(_scrub_value(v, depth + 1) for v in value)
+    return value
+
+
+def _scrub_processor(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Mask secret-named keys and registered secrets in values (nested ones too)."""
+    for key, value in list(event.items()):
+        if isinstance(key, str) and key.lower() in _SECRET_KEYS:
+            event[key] = MASK
+        elif key == "exc_info":
+            # Left for the console renderer, which formats it with _scrubbed_traceback; turning it
+            # into a string here would make structlog render sys.exc_info() instead.
+            continue
+        else:
+            event[key] = _scrub_value(value)
+    return event
+
+
+_TIME_KEYS = frozenset({"until", "deadline", "expires", "since"})
+_TIME_SUFFIXES = ("_at", "_until", "_deadline")
+# Named like times but not times: the download resume offset is a byte count (chanjing client).
+_NOT_TIME_KEYS = frozenset({"resumed_at"})
+# 2001-09-09 .. 2100-01-01: a seconds epoch. Bigger numbers (milliseconds, byte counts) stay as is.
+_EPOCH_MIN, _EPOCH_MAX = 1e9, 4102444800.0
+
+
+def _is_time_key(key: Any) -> bool:
+    return (isinstance(key, str) and key not in _NOT_TIME_KEYS
+            and (key in _TIME_KEYS or key.endswith(_TIME_SUFFIXES)))
+
+
+def _iso_utc(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
+    spec = "seconds" if float(epoch).is_integer() else "milliseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _epochs_processor(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Render Unix times under time-like keys (``until``, ``*_at``, ...) as ISO 8601 UTC."""
+    for key, value in event.items():
+        if (isinstance(value, int | float) and not isinstance(value, bool) and _is_time_key(key)
+                and _EPOCH_MIN < value < _EPOCH_MAX):
+            event[key] = _iso_utc(value)
+    return event
+
+
+def _scrubbed_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """ConsoleRenderer's exception formatter: structlog's plain traceback, secrets masked.
+
+    Plain on purpose: a colouring formatter (Rich) may split a secret with escape codes, and then
+    the text no longer contains it to be masked.
+    """
+    buffer = StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(scrub(buffer.getvalue()))
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _safe_value(value: Any, depth: int = 0) -> Any:
+    """``value`` reduced to things any renderer can print without calling user code."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if depth < 4 and isinstance(value, dict):
+        return {_safe_repr(k) if not isinstance(k, str) else k: _safe_value(v, depth + 1)
+                for k, v in value.items()}
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_safe_value(v, depth + 1) for v in value]
+    return _safe_repr(value)
+
+
+def _safe_exception_text(exc_info: Any) -> str:
+    """The traceback ``exc_info`` stands for (an exception, a triple, or True), or a placeholder."""
+    if isinstance(exc_info, BaseException):
+        exc: BaseException | None = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1] if isinstance(exc_info[1], BaseException) else None
+    else:
+        exc = sys.exception()  # exc_info=True: the exception being handled, if any
+    if exc is None:
+        return _safe_repr(exc_info)
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return f"<unformattable {type(exc).__name__}>"
+
+
+class _SafeRenderer:
+    """Wraps the final renderer: its output is scrubbed, and it cannot raise.
+
+    A value whose ``repr`` raises (or a dict that contains itself) makes the renderer fail; then
+    the line is rendered again from placeholders (``<unrepresentable Foo>``) with
+    ``log_render_error`` naming what went wrong, so the event still shows up.
+    """
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str:
+        try:
+            # A copy: ConsoleRenderer pops keys, and the fallback needs the original.
+            return scrub(str(self._renderer(logger, name, dict(event))))
+        except Exception as exc:
+            error = type(exc).__name__  # `exc` itself is unbound once the except block ends
+        safe = {key: _safe_value(value) for key, value in event.items() if key != "exc_info"}
+        if event.get("exc_info"):
+            safe["exception"] = _safe_exception_text(event["exc_info"])
+        safe["log_render_error"] = error
+        try:
+            return scrub(str(self._renderer(logger, name, _scrub_processor(logger, name, safe))))
+        except Exception:
+            # Even placeholders failed (a str subclass with a raising __repr__...): the bare event.
+            return scrub(f"{_safe_value(event.get('event'))} log_render_error={error}")
+
+
+# -- configuration --------------------------------------------------------------------------------
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:  # no isatty, or a closed file (ValueError)
+        return False
+
+
+def _colors_wanted(stream: Any) -> bool:
+    """Colours only for a person at a terminal who has not asked for none (https://no-color.org)."""
+    return _isatty(stream) and not os.environ.get("NO_COLOR")
+
+
 def configure(level: str = "info", json_lines: bool | None = None, stream: Any = None) -> None:
-    """Configure structlog (and stdlib logging for libraries) once, at process start."""
-    stream = stream or sys.stderr
+    """Configure structlog (and stdlib logging for libraries) once, at process start.
+
+    ``stream`` defaults to ``sys.stderr``. ``json_lines`` None means console lines on a terminal
+    and JSON lines otherwise; console lines are coloured only on a terminal without ``NO_COLOR``,
+    even when forced with ``json_lines=False``. Writing never raises (see :func:`dropped_lines`).
+    """
+    stream = sys.stderr if stream is None else stream
     if json_lines is None:
-        json_lines = not stream.isatty()
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json_lines \
-        else structlog.dev.ConsoleRenderer(colors=True)
+        json_lines = not _isatty(stream)
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        _add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _epochs_processor,
+    ]
+    renderer: Processor
+    if json_lines:
+        # Structured traceback as the `exception` field, before scrubbing so its text is masked.
+        # No locals: they would put tokens and request bodies into the logs.
+        processors.append(structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)))
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    else:
+        # ConsoleRenderer formats exc_info itself (format_exc_info before it makes it warn).
+        renderer = structlog.dev.ConsoleRenderer(colors=_colors_wanted(stream),
+                                                 exception_formatter=_scrubbed_traceback)
+    processors += [_scrub_processor, _SafeRenderer(renderer)]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _scrub_processor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        processors=processors,
+        wrapper_class=_wrapper_class(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=_GuardedLoggerFactory(_writer_for(stream)),
         cache_logger_on_first_use=False,
     )
     # httpx logs full URLs (signed URLs, ids) at INFO: keep it quiet.
@@ -75,7 +495,17 @@ def configure(level: str = "info", json_lines: bool | None = None, stream: Any =
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` field."""
+    """A structlog logger whose lines carry ``logger=<name>`` (default: the caller's module).
+
+    Module loggers are made at import time, before :func:`configure` runs. structlog returns a
+    lazy proxy that keeps ``name`` as the logger factory's argument and builds the real logger
+    from the configuration current at each call; the configured factory names its logger after
+    it and a processor adds the field. (Binding ``logger=`` as an initial value is not possible:
+    ``logger`` is a parameter of ``structlog.wrap_logger``.)
+    """
+    if name is None:
+        with contextlib.suppress(Exception):
+            name = sys._getframe(1).f_globals.get("__name__")
     return structlog.get_logger(name) if name else structlog.get_logger()
 
 

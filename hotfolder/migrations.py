@@ -1,7 +1,14 @@
 """Schema migrations of the ledger, applied in order; ``PRAGMA user_version`` is the index.
 
 Each migration is a function of a ``sqlite_utils.Database`` run inside one transaction by
-:meth:`hotfolder.ledger.Ledger.migrate`. Append new ones; never edit a released one.
+:meth:`hotfolder.ledger.Ledger.migrate`. Append new ones; never edit a released one. From v2 on a
+migration is plain SQL (:func:`_sql`): the schema is then read exactly as SQLite will run it.
+
+v2 makes every periodic or interactive query independent of history: interrupted input moves
+become an indexed column (they were a flag inside the ``outputs`` JSON, so finding them parsed
+every ended job), job counts per state are kept by triggers, every remote task id ever seen gets
+a table of its own (reconciliation read it out of every event), and ended jobs are indexed by when
+they ended (recent history, pruning).
 """
 
 from __future__ import annotations
@@ -63,4 +70,64 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["kv"].create({"key": str, "value": str, "updated_at": float}, pk="key")  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _sql(script: str) -> Callable[[sqlite_utils.Database], None]:
+    """A migration made of SQL statements (run one by one inside the caller's transaction:
+    ``executescript`` would commit it)."""
+    def run(db: sqlite_utils.Database) -> None:
+        for statement in _statements(script):
+            db.conn.execute(statement)
+    return run
+
+
+def _statements(script: str) -> list[str]:
+    """Split on ``;`` at line ends, keeping trigger bodies (``BEGIN … END;``) whole."""
+    out: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        current.append(line)
+        upper = stripped.upper()
+        if upper.endswith(" BEGIN") or upper == "BEGIN":
+            depth += 1
+        if stripped.endswith(";"):
+            if upper == "END;":
+                depth -= 1
+            if depth == 0:
+                out.append("\n".join(current))
+                current = []
+    return out
+
+
+_V2 = """
+ALTER TABLE jobs ADD COLUMN moves_pending INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET moves_pending = 1 WHERE json_extract(outputs, '$.moves_pending') = 1;
+UPDATE jobs SET outputs = json_remove(outputs, '$.moves_pending') WHERE instr(outputs, 'moves_pending') > 0;
+CREATE INDEX jobs_moves_pending ON jobs (id) WHERE moves_pending = 1;
+CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_stem ON jobs (stem);
+CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state;
+CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN
+  INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN
+  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+  INSERT INTO job_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+-- Every task id the API ever gave us: a lost create adopts only a task not in here. Kept when
+-- jobs are pruned (a row is tiny), so pruning can never make an old task look adoptable.
+CREATE TABLE remote_tasks (remote_id TEXT PRIMARY KEY, job_id INTEGER, recorded_at REAL NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at)
+  SELECT remote_id, id, updated_at FROM jobs WHERE remote_id IS NOT NULL;
+INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at)
+  SELECT CAST(json_extract(detail, '$.remote_id') AS TEXT), job_id, at FROM events
+  WHERE instr(detail, 'remote_id') > 0 AND json_extract(detail, '$.remote_id') IS NOT NULL;
+"""
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _sql(_V2)]

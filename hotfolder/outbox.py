@@ -10,7 +10,6 @@ be re-run after a crash: a move whose source is gone and whose target exists is 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hotfolder.errors import InputError
+from hotfolder.fsutil import fsync_dir, write_json_atomic
 
 CHUNK = 1 << 20
 
@@ -53,20 +53,6 @@ def free_stem(folder: Path, stem: str, suffixes: list[str]) -> str:
                    for sfx in suffixes):
             return candidate
         n += 1
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def place(tmp: Path, final: Path) -> None:
@@ -149,12 +135,4 @@ def plan_group_move(files: Mapping[str, str], dest_dir: Path, stem: str) -> dict
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write a small JSON file atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_json_atomic(path, data)

@@ -20,11 +20,12 @@ from typing import Any
 from hotfolder import finish, outbox
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
-from hotfolder.errors import (ApiError, AuthError, BillingPaused, FileRejected, InputError, Interrupted,
-                              OutcomeUnknown, PermanentError, RetryLater, UrlExpired)
+from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, Interrupted, OutcomeUnknown,
+                              PermanentError, RetryLater, UrlExpired)
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
-from hotfolder.log import get_logger, job_context, scrub
+from hotfolder.log import get_logger, job_context
+from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
 
 log = get_logger("hotfolder.pipeline")
@@ -34,7 +35,6 @@ FILE_ID_FIELD = {"video": "video_file_id", "audio": "audio_file_id"}
 # Server clocks differ from ours; a task created "before" our intent by less than this is a candidate.
 CLOCK_SKEW_S = 300.0
 UPLOAD_RECHECK_AGE_S = 6 * 3600.0   # re-check a cached upload older than this before reuse
-BILLING_KEY = "billing_paused_until"
 
 
 class NotNow(Exception):
@@ -50,20 +50,30 @@ class Pipeline:
 
     def __init__(self, settings: Settings, ledger: Ledger, client: ChanjingClient, *,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, wake: Callable[[], None] | None = None) -> None:
+                 rng: random.Random | None = None, wake: Callable[[], None] | None = None,
+                 outcomes: Outcomes | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.client = client
         self.stop = stop or threading.Event()
         self.clock = clock
-        self.rng = rng or random.Random()
         self.wake = wake or (lambda: None)
+        self.outcomes = outcomes or Outcomes(settings, ledger, clock=clock, rng=rng or random.Random())
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
         self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
         self.create_lock = threading.Lock()   # creates are serialized: reconciliation depends on it
         # One upload per distinct content at a time: identical files dropped together upload once.
         self._content_locks: dict[tuple[str, str], threading.Lock] = {}
         self._content_locks_guard = threading.Lock()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded config: new limits and defaults for steps that start from now on (a step
+        already holding a slot finishes on the old one)."""
+        self.settings = settings
+        self.outcomes.settings = settings
+        self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
+        self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
+        self.client.set_limits(settings.limits)
 
     # -- the driver ---------------------------------------------------------------------------
     def run(self, job_id: int) -> None:
@@ -83,14 +93,14 @@ class Pipeline:
             except Interrupted:
                 log.debug("job_interrupted_by_stop")   # resumes from its checkpoint at the next start
             except BillingPaused as exc:
-                self.pause_billing(job, exc)
+                self.outcomes.pause_billing(job, exc)
             except (PermanentError, InputError) as exc:
-                self.fail(self.ledger.get(job.id), exc)
+                self.outcomes.fail(self.ledger.get(job.id), exc)
             except (RetryLater, AuthError, OSError) as exc:
-                self.defer(self.ledger.get(job.id), exc)
+                self.outcomes.defer(self.ledger.get(job.id), exc)
             except Exception as exc:  # a bug must not kill the daemon; the poison guard ends it
                 log.exception("job_step_crashed")
-                self.defer(self.ledger.get(job.id), exc)
+                self.outcomes.defer(self.ledger.get(job.id), exc)
             finally:
                 self.wake()
 
@@ -98,24 +108,26 @@ class Pipeline:
     def upload(self, job: Job) -> Job:
         """queued/uploading → submitting: every input uploaded (or reused) and ready."""
         if job.state == State.QUEUED:
-            if not self.ledger.advance(job.id, State.QUEUED, State.UPLOADING, event="upload_started"):
+            started = self.ledger.advance(job.id, State.QUEUED, State.UPLOADING, event="upload_started")
+            if started is None:
                 return self.ledger.get(job.id)
-            job = self.ledger.get(job.id)
+            job = started
         job = self._verify_inputs(job)
         for role in ("video", "audio"):
             if role not in job.files or getattr(job, FILE_ID_FIELD[role]):
                 continue
             file_id = self._upload_one(job, role)
-            if not self.ledger.update(job.id, State.UPLOADING, event="uploaded",
-                                      detail={"role": role, "file_id": file_id}, **{FILE_ID_FIELD[role]: file_id}):
+            uploaded = self.ledger.update(job.id, State.UPLOADING, event="uploaded",
+                                          detail={"role": role, "file_id": file_id}, **{FILE_ID_FIELD[role]: file_id})
+            if uploaded is None:
                 return self.ledger.get(job.id)
-            job = self.ledger.get(job.id)
+            job = uploaded
         for role in ("video", "audio"):
             file_id = getattr(job, FILE_ID_FIELD[role])
             if file_id:
                 self.client.wait_file_ready(file_id, timeout=self.settings.retry.file_ready_timeout, stop=self.stop)
-        self.ledger.advance(job.id, State.UPLOADING, State.SUBMITTING, event="files_ready")
-        return self.ledger.get(job.id)
+        return self.ledger.advance(job.id, State.UPLOADING, State.SUBMITTING, event="files_ready") \
+            or self.ledger.get(job.id)
 
     def _verify_inputs(self, job: Job) -> Job:
         """Re-hash the inputs: a file changed since it was taken starts the job over."""
@@ -133,11 +145,11 @@ class Pipeline:
         if not changed:
             return job
         params = build_params(self.settings, {r: Path(p) for r, p in job.files.items()}, job.name)
-        inputs = {role: file_facts(Path(p)) for role, p in job.files.items()}
-        self.ledger.update(job.id, State.UPLOADING, event="inputs_changed", detail={"changed": changed},
-                           inputs=inputs, params=params, video_file_id=None, audio_file_id=None)
+        inputs = {role: file_facts(Path(p), self.stop) for role, p in job.files.items()}
+        updated = self.ledger.update(job.id, State.UPLOADING, event="inputs_changed", detail={"changed": changed},
+                                     inputs=inputs, params=params, video_file_id=None, audio_file_id=None)
         log.info("inputs_changed_start_over", changed=changed)
-        return self.ledger.get(job.id)
+        return updated or self.ledger.get(job.id)
 
     def _upload_one(self, job: Job, role: str) -> str:
         key = (job.inputs[role]["sha256"], SERVICES[role])
@@ -184,11 +196,11 @@ class Pipeline:
     # -- submit -------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         """submitting → generating: exactly one remote task, never paid for twice."""
-        paused_until = float(self.ledger.get_value(BILLING_KEY) or 0)
-        if paused_until > self.clock():
-            raise NotNow("billing paused", paused_until)
+        pause_end = paused_until(self.ledger, self.clock())
+        if pause_end is not None:
+            raise NotNow("billing paused", pause_end)
         with self.create_lock:
-            in_flight = len(self.ledger.jobs([State.GENERATING]))
+            in_flight = self.ledger.count(State.GENERATING)
             if in_flight >= self.settings.limits.tasks_in_flight:
                 raise NotNow("tasks_in_flight limit", self.clock() + self.settings.watch.poll_interval)
             job = self.ledger.get(job.id)
@@ -197,10 +209,10 @@ class Pipeline:
             if job.create_intent_at is not None:
                 adopted = self._reconcile(job)
                 if adopted:
-                    self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_adopted",
-                                        detail={"remote_id": adopted}, remote_id=adopted, progress=0)
+                    moved = self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_adopted",
+                                                detail={"remote_id": adopted}, remote_id=adopted, progress=0)
                     log.info("task_adopted", remote_id=adopted)
-                    return self.ledger.get(job.id)
+                    return moved or self.ledger.get(job.id)
             unresolved = [j.id for j in self.ledger.jobs([State.SUBMITTING])
                           if j.create_intent_at is not None and j.id != job.id]
             if unresolved:
@@ -219,29 +231,28 @@ class Pipeline:
             except ApiError:
                 self.ledger.update(job.id, State.SUBMITTING, create_intent_at=None)
                 raise
-            if not self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_created",
-                                       detail={"remote_id": remote_id}, remote_id=remote_id, progress=0):
+            created = self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="task_created",
+                                          detail={"remote_id": remote_id}, remote_id=remote_id, progress=0)
+            if created is None:
                 # Cancelled while the create was in flight: keep the id known so no job adopts it.
-                self.ledger.note(job.id, "task_orphaned", {"remote_id": remote_id})
+                self.ledger.remember_remote_id(job.id, remote_id)
                 return self.ledger.get(job.id)
-            if paused_until:
-                self.ledger.set_value(BILLING_KEY, None)
+            if lift_pause(self.ledger):
                 log.info("billing_resumed")
             log.info("task_created", remote_id=remote_id)
-        return self.ledger.get(job.id)
+        return created
 
     def _reconcile(self, job: Job) -> str | None:
         """The task a lost create made, if the API has one the ledger does not know."""
         assert job.create_intent_at is not None
         since = job.create_intent_at - CLOCK_SKEW_S
-        known = self.ledger.known_remote_ids()
         candidates = []
         page = 1
         while True:
             result = self.client.list_tasks(page=page, page_size=50)
-            for task in result.tasks:
-                if task.id not in known and (task.create_time or 0) >= since:
-                    candidates.append(task)
+            recent = [t for t in result.tasks if (t.create_time or 0) >= since]
+            unknown = self.ledger.unknown_remote_ids(str(t.id) for t in recent)
+            candidates.extend(t for t in recent if str(t.id) in unknown)
             oldest = min((t.create_time or 0 for t in result.tasks), default=0)
             if page >= result.total_page or not result.tasks or oldest < since:
                 break
@@ -277,9 +288,10 @@ class Pipeline:
         if "video" not in job.outputs:
             stem = outbox.free_stem(out_dir, job.stem, [".mp4", ".jpg"])
             planned = {**job.outputs, "video": str(out_dir / f"{stem}.mp4"), "cover": str(out_dir / f"{stem}.jpg")}
-            if not self.ledger.update(job.id, State.DOWNLOADING, event="outputs_planned", outputs=planned):
+            planned_job = self.ledger.update(job.id, State.DOWNLOADING, event="outputs_planned", outputs=planned)
+            if planned_job is None:
                 return
-            job = self.ledger.get(job.id)
+            job = planned_job
         min_free = self.settings.disk.min_free_mb * 2**20
         if outbox.free_bytes(out_dir) < min_free:
             log.warning("outbox_low_on_space", free_mb=outbox.free_bytes(out_dir) // 2**20,
@@ -316,56 +328,5 @@ class Pipeline:
     def _refresh_urls(self, job: Job) -> Job:
         assert job.remote_id
         task = self.client.task_detail(job.remote_id)
-        self.ledger.update(job.id, State.DOWNLOADING, event="urls_refreshed",
-                           video_url=task.video_url, preview_url=task.preview_url)
-        return self.ledger.get(job.id)
-
-    # -- outcomes -----------------------------------------------------------------------------
-    def fail(self, job: Job, exc: BaseException, code: str | None = None) -> None:
-        """End the job as failed with an actionable message; its inputs go to ``failed/``."""
-        if code is None:
-            code = getattr(exc, "code", None)
-            code = str(code) if code is not None else "error"
-        message = str(exc)
-        if isinstance(exc, FileRejected):
-            message += " — the API refused this file; check its content and format, then drop it again"
-        log.warning("job_failed", code=code, error=scrub(message))
-        finish.end_job(self.ledger, self.settings, job, State.FAILED, error=message, code=code)
-
-    def fail_at_intake(self, job_id: int, exc: InputError) -> None:
-        """Callback for intake: a job whose inputs are unusable."""
-        with job_context(job_id, self.ledger.get(job_id).name):
-            self.fail(self.ledger.get(job_id), exc, code=exc.code)
-
-    def defer(self, job: Job, exc: BaseException) -> None:
-        """Schedule another try with capped, jittered backoff, or give up past the deadline."""
-        if job.state not in (State.QUEUED, State.UPLOADING, State.SUBMITTING, State.GENERATING, State.DOWNLOADING):
-            return
-        now = self.clock()
-        kind = f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
-        same = job.same_error_count + 1 if kind == job.last_error_kind else 1
-        first = job.first_trouble_at or now
-        retry = self.settings.retry
-        if now - first > retry.deadline_hours * 3600:
-            return self.fail(job, RuntimeError(f"gave up after {job.attempts + 1} attempts over "
-                                               f"{(now - first) / 3600:.1f} h; last error: {exc}"), code="gave_up")
-        if same >= retry.poison_after and not isinstance(exc, (RetryLater, AuthError, OSError)):
-            return self.fail(job, RuntimeError(f"failed the same way {same} times: {exc}"), code="poisoned")
-        delay = getattr(exc, "retry_after", None) or min(900.0, 2.0 * 2 ** min(job.attempts, 12))
-        delay *= 0.5 + self.rng.random()
-        self.ledger.update(job.id, job.state, event="retry_scheduled",
-                           detail={"error": scrub(str(exc)), "in_s": round(delay, 1)},
-                           attempts=job.attempts + 1, next_attempt_at=now + delay, first_trouble_at=first,
-                           last_error_kind=kind, same_error_count=same, error=scrub(str(exc)))
-        log.warning("job_retry_later", error=scrub(str(exc)), in_s=round(delay, 1), attempt=job.attempts + 1)
-
-    def pause_billing(self, job: Job, exc: BaseException) -> None:
-        """The account is out of balance: not the job's fault. Requeue it and pause creates."""
-        until = self.clock() + self.settings.retry.billing_recheck_seconds
-        self.ledger.set_value(BILLING_KEY, str(until))
-        current = self.ledger.get(job.id)
-        if current.state in (State.SUBMITTING, State.GENERATING):
-            self.ledger.advance(current.id, current.state, State.QUEUED, event="billing_paused",
-                                detail={"msg": str(exc)}, remote_id=None, create_intent_at=None,
-                                error=f"waiting for account balance: {exc}")
-        log.warning("billing_paused", until=until, error=str(exc))
+        return self.ledger.update(job.id, State.DOWNLOADING, event="urls_refreshed",
+                                  video_url=task.video_url, preview_url=task.preview_url) or self.ledger.get(job.id)

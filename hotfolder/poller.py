@@ -11,15 +11,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from collections.abc import Callable
+
 from hotfolder.chanjing import ChanjingClient
+from hotfolder.chanjing.mapping import is_billing_message
+from hotfolder.config import Settings
 from hotfolder.errors import ApiError, BillingPaused, PermanentError, TaskFailed
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
-from hotfolder.pipeline import Pipeline
+from hotfolder.outcomes import Outcomes
 from hotfolder.states import State
 
 log = get_logger("hotfolder.poller")
-BILLING_WORDS = ("余额不足", "蝉豆不足", "扣费失败", "欠费")
 STATUS_SUCCESS, STATUS_FAILED = 20, 30
 PAGE_SIZE = 50
 
@@ -27,10 +30,13 @@ PAGE_SIZE = 50
 class Poller:
     """Follows tasks in flight; called by the daemon every ``poll_interval``."""
 
-    def __init__(self, ledger: Ledger, client: ChanjingClient, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, client: ChanjingClient, outcomes: Outcomes,
+                 clock: Callable[[], float]) -> None:
+        self.settings = settings
         self.ledger = ledger
         self.client = client
-        self.pipeline = pipeline
+        self.outcomes = outcomes
+        self.clock = clock
 
     def poll_once(self) -> int:
         """Check every generating job once; returns how many changed state."""
@@ -45,7 +51,7 @@ class Poller:
                     tasks[remote_id] = self.client.task_detail(remote_id)
                 except PermanentError as exc:
                     with job_context(wanted[remote_id].id, wanted[remote_id].name):
-                        self.pipeline.defer(wanted[remote_id], exc)
+                        self.outcomes.defer(wanted[remote_id], exc)
         except ApiError as exc:
             log.warning("poll_failed", error=str(exc))
             return 0
@@ -81,16 +87,16 @@ class Poller:
             return 0
         if status == STATUS_FAILED:
             msg = task.msg or "the lip-sync task failed without a message"
-            if any(word in msg for word in BILLING_WORDS):
-                self.pipeline.pause_billing(job, BillingPaused(msg, code=STATUS_FAILED))
+            if is_billing_message(msg):
+                self.outcomes.pause_billing(job, BillingPaused(msg, code=STATUS_FAILED))
             else:
-                self.pipeline.fail(job, TaskFailed(f"the API could not make the video: {msg}",
+                self.outcomes.fail(job, TaskFailed(f"the API could not make the video: {msg}",
                                                    code=STATUS_FAILED, endpoint="detail"), code="task_failed")
             return 1
         started = job.create_intent_at or job.created_at
-        limit_h = self.pipeline.settings.retry.deadline_hours
-        if self.pipeline.clock() - started > limit_h * 3600:
-            self.pipeline.fail(job, TaskFailed(
+        limit_h = self.settings.retry.deadline_hours
+        if self.clock() - started > limit_h * 3600:
+            self.outcomes.fail(job, TaskFailed(
                 f"the API has not finished task {job.remote_id} after {limit_h:g} h (status {status}); "
                 f"it may be stuck on their side: retry the job or contact Chanjing support with this id",
                 code=status, endpoint="detail"), code="task_stuck")

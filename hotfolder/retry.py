@@ -42,16 +42,22 @@ class Backoff:
     cap: float = 30.0
     max_retries: int = 5
     max_wait: float = 120.0  # a Retry-After beyond this is handed back to the caller
+    min_fraction: float = 0.0   # the draw is uniform(min_fraction * ceiling, ceiling)
 
     def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float | None:
         """Seconds to wait before retry number ``retry`` (0-based); None = do not wait, give up."""
         ceiling = min(self.cap, self.base * (2 ** min(retry, 62)))
-        wait = rng.uniform(0.0, ceiling)
+        wait = rng.uniform(self.min_fraction * ceiling, ceiling)
         if retry_after is not None and retry_after > 0:
             if retry_after > self.max_wait:
                 return None
             wait = max(wait, retry_after)
         return wait
+
+
+# The outer layer: a job's attempts across minutes to hours (kept in the ledger). Half-jitter:
+# a job that failed must not come back at once, but jobs that failed together spread out.
+JOB_BACKOFF = Backoff(base=2.0, cap=900.0, max_retries=1 << 30, max_wait=float("inf"), min_fraction=0.5)
 
 
 def retryable(exc: BaseException) -> bool:

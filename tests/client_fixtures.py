@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from conftest import MEDIA, VOICE, wait_for
+from helpers import MEDIA, VOICE, FakeClock, wait_for  # noqa: F401 (FakeClock: re-exported)
 from hotfolder.chanjing import ChanjingClient, Limits, LipSyncRequest, Task
 from hotfolder.retry import Backoff
 
@@ -27,23 +27,6 @@ from hotfolder.retry import Backoff
 SECRET = "s3cret-KEY-never-logged"
 TOKEN_PREFIX = "tok-VALUE-never-logged-"
 UNPACED = Limits(creates_per_minute=0, file_calls_per_minute=0, queries_per_second=0)
-
-
-class FakeClock:
-    """Wall-clock stand-in that only moves when something sleeps (or a test moves it)."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 def envelope(code: int | str = 0, data: Any = None, msg: str = "success", **extra: Any) -> httpx.Response:

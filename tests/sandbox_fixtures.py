@@ -12,15 +12,15 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import helpers
 import httpx
-import conftest
+from helpers import VOICE
 import pytest
 
 from hotfolder.sandbox import Sandbox, SandboxSettings
 
 T = TypeVar("T")
 
-VOICE = "C-f2429d07554749839849497589199916"
 
 # Short timings; rate limits off unless a test is about them.
 FAST = SandboxSettings(
@@ -34,8 +34,8 @@ FAST = SandboxSettings(
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
-    return conftest.wait_for(predicate, timeout=timeout, interval=interval)
+    """helpers.wait_for with the short deadline the sandbox's own tests use."""
+    return helpers.wait_for(predicate, timeout=timeout, interval=interval)
 
 
 class Api:

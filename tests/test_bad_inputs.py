@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import MEDIA
+from helpers import MEDIA, FakeClock, all_jobs
+from hotfolder.outcomes import Outcomes
 from hotfolder.chanjing import ChanjingClient
 from hotfolder.intake import Intake
 from hotfolder.pipeline import Pipeline
@@ -48,7 +49,7 @@ def test_bad_input_matrix(tmp_path: Path, sandbox: Any) -> None:
         for name, data in files.items():
             env.drop(name, data if isinstance(data, bytes) else data)
     assert env.run_once() == 1   # some failed; the daemon went on and finished the rest
-    jobs = {j.name: j for j in env.ledger().jobs()}
+    jobs = {j.name: j for j in all_jobs(env.ledger())}
     failed_dir = env.settings.folders.failed
     report = []
     for case, (files, state, words) in MATRIX.items():
@@ -134,7 +135,7 @@ def test_low_disk_pauses_intake_and_loses_nothing(tmp_path: Path, sandbox: Any) 
         time.sleep(1.5)   # several loop turns: intake must stay paused, not fail or move anything
     assert running.result == [0]
     assert sorted(p.name for p in env.inbox.iterdir()) == ["wait.mp4", "wait.txt"]
-    assert env.ledger().jobs() == []
+    assert all_jobs(env.ledger()) == []
 
 
 def test_ledger_locked_by_another_process_only_delays(tmp_path: Path, sandbox: Any) -> None:
@@ -160,13 +161,13 @@ def test_transient_trouble_past_the_deadline_fails_the_job(tmp_path: Path, sandb
     env = Env(tmp_path, sandbox, retry={"deadline_hours": 1})
     pipeline, job_id, client = _queued_job(env, {"late.mp4": VIDEO, "late.txt": "hi"})
     client.close()
-    now = [1000.0]
-    pipeline.clock = lambda: now[0]
-    pipeline.defer(env.ledger().get(job_id), RetryLater("network down"))
+    clock = FakeClock(1000.0)
+    outcomes = Outcomes(env.settings, env.ledger(), clock=clock)
+    outcomes.defer(env.ledger().get(job_id), RetryLater("network down"))
     job = env.ledger().get(job_id)
     assert job.state == "queued" and job.attempts == 1 and job.next_attempt_at > 1000.0
-    now[0] += 3601.0
-    pipeline.defer(env.ledger().get(job_id), RetryLater("still down"))
+    clock.advance(3601.0)
+    outcomes.defer(env.ledger().get(job_id), RetryLater("still down"))
     job = env.ledger().get(job_id)
     assert job.state == "failed" and job.error_code == "gave_up" and "still down" in job.error
     error = json.loads((env.settings.folders.failed / "late.error.json").read_text(encoding="utf-8"))
@@ -178,6 +179,6 @@ def test_the_same_failure_again_and_again_is_poisoned(tmp_path: Path, sandbox: A
     pipeline, job_id, client = _queued_job(env, {"bug.mp4": VIDEO, "bug.txt": "hi"})
     client.close()
     for _ in range(3):
-        pipeline.defer(env.ledger().get(job_id), ValueError("a bug that never goes away"))
+        pipeline.outcomes.defer(env.ledger().get(job_id), ValueError("a bug that never goes away"))
     job = env.ledger().get(job_id)
     assert job.state == "failed" and job.error_code == "poisoned"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import MEDIA, write_config
+from helpers import MEDIA, write_config
 from hotfolder import config
 from hotfolder.cli import main
 from hotfolder.daemon import Daemon

@@ -21,7 +21,7 @@ from client_fixtures import (AUDIO, FAST_LIMITS, VIDEO, MakeClient, entries, fin
                              settled, tts)
 from client_fixtures import client as client  # a fixture
 from client_fixtures import make_client as make_client  # a fixture
-from conftest import wait_for
+from helpers import wait_for
 from hotfolder.chanjing import ChanjingClient, Limits, LipSyncRequest, MemoryTokenStore
 from hotfolder.errors import (AuthError, BillingPaused, FileRejected, OutcomeUnknown, PermanentError,
                               RateLimited, RetryLater)

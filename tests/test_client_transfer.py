@@ -17,7 +17,7 @@ import pytest
 from client_fixtures import FAST_LIMITS, VIDEO, MakeClient, entries, finished, last_seq, ready_video, settled, tts
 from client_fixtures import client as client  # a fixture
 from client_fixtures import make_client as make_client  # a fixture
-from conftest import FAST_SANDBOX
+from helpers import FAST_SANDBOX
 from hotfolder.chanjing import ChanjingClient, Task
 from hotfolder.errors import RetryLater, UrlExpired
 from hotfolder.retry import Backoff

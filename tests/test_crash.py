@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_SANDBOX, MEDIA, wait_for, write_config
+from helpers import FAST_SANDBOX, MEDIA, all_jobs, wait_for, write_config
 from hotfolder import config
 from hotfolder.ledger import Ledger
 
@@ -69,7 +69,7 @@ def check_outputs(settings: config.Settings, sandbox: Any, expected: dict[str, b
     assert list(settings.folders.inbox.iterdir()) == []
     archived = {p.stem for p in settings.folders.archive.iterdir()}
     assert archived == set(expected)
-    jobs = Ledger(settings.ledger_path).jobs()
+    jobs = all_jobs(Ledger(settings.ledger_path))
     assert len(jobs) == len(expected) and {j.state for j in jobs} == {"done"}
     creates = [e for e in sandbox.journal() if e["endpoint"] == "create" and e["code"] == 0]
     remote_ids = [j.remote_id for j in jobs]
@@ -87,11 +87,11 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path, sandbox: Any) -> None:
     proc = start_daemon(path, log)
     try:
         ledger = wait_for(lambda: settings.ledger_path.exists() and Ledger(settings.ledger_path), message="ledger")
-        wait_for(lambda: any(j.state == "generating" for j in ledger.jobs()), message="a task in flight")
+        wait_for(lambda: any(j.state == "generating" for j in all_jobs(ledger)), message="a task in flight")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    states = Counter(j.state for j in ledger.jobs())
+    states = Counter(j.state for j in all_jobs(ledger))
     assert states["done"] < 6, f"killed too late to test anything: {states}"
     rerun = start_daemon(path, log, "--once")
     assert rerun.wait(timeout=90) == 0, log.read_text()[-3000:]
@@ -131,7 +131,7 @@ def test_chaos_kills_at_random_moments(tmp_path: Path, sandbox: Any) -> None:
     assert time.monotonic() - started < 120
     assert SECRET not in log.read_text()
     ledger = Ledger(settings.ledger_path)
-    kinds = Counter(e["kind"] for j in ledger.jobs() for e in ledger.events(j.id))
+    kinds = Counter(e["kind"] for j in all_jobs(ledger) for e in ledger.events(j.id))
     print(f"chaos: kills={kills} jobs={len(expected)} creates={len(sandbox.tasks())} "
           f"adopted={kinds['task_adopted']} reconciled_none={kinds['reconciled']} "
           f"retries={kinds['retry_scheduled']} seconds={time.monotonic() - started:.1f}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MEDIA, VOICE, wait_for, write_config
+from helpers import MEDIA, VOICE, all_jobs, wait_for, write_config
 from hotfolder import config
 from hotfolder.daemon import Daemon
 from hotfolder.ledger import Ledger
@@ -46,7 +46,7 @@ class Env:
         return Ledger(self.settings.ledger_path)
 
     def jobs(self) -> dict[str, Any]:
-        return {j.name: j for j in self.ledger().jobs()}
+        return {j.name: j for j in all_jobs(self.ledger())}
 
     def creates(self) -> list[dict[str, Any]]:
         return [e for e in self.sandbox.journal() if e["endpoint"] == "create" and e["code"] == 0]
@@ -161,7 +161,7 @@ def test_name_collisions_get_a_suffix_never_overwrite(env: Env) -> None:
     env.drop("clip.mp4", MEDIA / "portrait.mp4")
     env.drop("clip.txt", "again")
     assert env.run_once() == 0
-    assert (out / "clip-3.mp4").exists() and len(env.ledger().jobs()) == 2
+    assert (out / "clip-3.mp4").exists() and len(all_jobs(env.ledger())) == 2
 
 
 def test_run_once_exit_codes_and_waiting(env: Env) -> None:

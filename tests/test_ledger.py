@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import all_jobs
 from hotfolder.errors import LedgerError, LedgerLockedError
 from hotfolder.ledger import Ledger, filesystem_type
 from hotfolder.locks import DaemonLock
@@ -22,7 +23,7 @@ def new_job(ledger: Ledger, name: str = "a/clip.mp4", state: State = State.QUEUE
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db")
     conn = sqlite3.connect(tmp_path / "l.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert ledger.integrity() == "ok"
     Ledger(tmp_path / "l.db")  # reopening does not re-run migrations
@@ -68,22 +69,24 @@ def test_only_one_of_many_threads_claims_a_job(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert wins.count(True) == 1
+    assert sum(1 for w in wins if w is not None) == 1
 
 
 def test_open_job_and_known_remote_ids(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db")
     job_id = new_job(ledger)
     assert ledger.open_job_for("a/clip.mp4").id == job_id
-    ledger.advance(job_id, State.QUEUED, State.FAILED, outputs={"moves_pending": True})
+    ended = ledger.advance(job_id, State.QUEUED, State.FAILED, moves_pending=1)
+    assert ended is not None and ended.moves_pending and ended.state == State.FAILED   # RETURNING
     assert ledger.open_job_for("a/clip.mp4").id == job_id   # inputs not moved yet: still open
-    ledger.update(job_id, State.FAILED, outputs={"moves_pending": False})
-    assert ledger.open_job_for("a/clip.mp4") is None
+    assert [j.id for j in ledger.pending_moves()] == [job_id]
+    ledger.update(job_id, State.FAILED, moves_pending=0)
+    assert ledger.open_job_for("a/clip.mp4") is None and ledger.pending_moves() == []
     other = new_job(ledger, "b.mp4", State.SUBMITTING)
     ledger.advance(other, State.SUBMITTING, State.GENERATING, event="task_created",
                    detail={"remote_id": "r1"}, remote_id="r1")
     ledger.advance(other, State.GENERATING, State.QUEUED, remote_id=None)
-    assert ledger.known_remote_ids() == {"r1"}   # remembered from the event
+    assert ledger.unknown_remote_ids(["r1", "r2"]) == {"r2"}   # r1 stays known after the job lets go of it
 
 
 def test_upload_cache_and_kv(tmp_path: Path) -> None:
@@ -121,7 +124,7 @@ def test_reader_while_writer_holds_a_transaction(tmp_path: Path) -> None:
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("UPDATE jobs SET progress = 5")
     try:
-        assert len(Ledger(tmp_path / "l.db").jobs()) == 1   # WAL: readers are not blocked
+        assert len(all_jobs(Ledger(tmp_path / "l.db"))) == 1   # WAL: readers are not blocked
     finally:
         writer.execute("ROLLBACK")
 

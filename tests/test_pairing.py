@@ -10,9 +10,15 @@ import pytest
 
 from hotfolder.errors import InputError
 from hotfolder.pairing import (
+    API_AUDIO_EXTS,
+    API_VIDEO_EXTS,
+    AUDIO_EXTS,
+    CONVERTIBLE_AUDIO_EXTS,
+    CONVERTIBLE_VIDEO_EXTS,
     LIPSYNC_FIELDS,
     MAX_SIDECAR_BYTES,
     MAX_TEXT_CHARS,
+    VIDEO_EXTS,
     Ambiguous,
     Orphan,
     OverrideError,
@@ -20,6 +26,7 @@ from hotfolder.pairing import (
     Ready,
     SettleTracker,
     Waiting,
+    api_format_problem,
     classify,
     decode_script,
     find_emoji,
@@ -101,8 +108,15 @@ def test_is_ignored(path: str, words: str | None) -> None:
     ("x.txt", "text"), ("x.TXT", "text"),
     ("x.wav", "audio"), ("x.Mp3", "audio"), ("x.M4A", "audio"),
     ("x.json", "overrides"), ("x.JSON", "overrides"),
-    ("x.mkv", "other"), ("x.avi", "other"), ("README", "other"), (".mp4", "other"),
-    ("x.tar.gz", "other"), ("dir.mp4/clip", "other"), ("x.mp4.part", "other"),
+    # formats the API does not take are still video/audio (intake fails them with a message)
+    ("x.mkv", "video"), ("x.AVI", "video"), ("x.m4v", "video"), ("x.mpg", "video"),
+    ("x.MPEG", "video"), ("x.ts", "video"), ("x.wmv", "video"), ("x.flv", "video"),
+    ("x.3gp", "video"),
+    ("x.flac", "audio"), ("x.ogg", "audio"), ("x.OPUS", "audio"), ("x.aac", "audio"),
+    ("x.wma", "audio"), ("x.amr", "audio"), ("x.aiff", "audio"), ("x.AIF", "audio"),
+    ("x.srt", "other"), ("x.mp2", "other"), ("README", "other"), (".mp4", "other"),
+    (".ogg", "other"), ("x.tar.gz", "other"), ("dir.mp4/clip", "other"), ("x.mp4.part", "other"),
+    ("x.mkv.part", "other"),
 ])
 def test_classify(name: str, kind: str) -> None:
     assert classify(name) == kind
@@ -155,6 +169,14 @@ PAIRS = [
     ([".clip.txt", "clip.mp4", "clip.txt.part", "@eaDir/clip.txt"], [], ["clip.mp4"], [], []),
     (["clip.mp4", "clip.txt", "clip.mp4", "clip.txt"], [Ready("clip.mp4", "clip.txt", "text")],
      [], [], []),
+    # formats to convert pair like the native ones (intake then fails them, loudly)
+    (["clip.mp4", "clip.ogg"], [Ready("clip.mp4", "clip.ogg", "audio")], [], [], []),
+    (["clip.mkv", "clip.txt"], [Ready("clip.mkv", "clip.txt", "text")], [], [], []),
+    (["c.AVI", "c.FLAC", "c.json"], [Ready("c.AVI", "c.FLAC", "audio", "c.json")], [], [], []),
+    (["clip.mkv"], [], ["clip.mkv"], [], []),
+    (["clip.opus"], [], [], [], ["clip.opus"]),
+    (["clip.mp4", "clip.mkv", "clip.txt"], [], [], ["clip.mkv"], []),
+    (["clip.mp4", "clip.wav", "clip.flac"], [], [], ["clip.mp4"], []),
 ]
 
 
@@ -181,25 +203,101 @@ def test_pair_nfd_and_nfc_names_pair() -> None:
 def test_ambiguous_reasons_name_the_files_and_what_to_do() -> None:
     two_drivers = pair(["s/d.mp4", "s/d.txt", "s/d.wav", "s/d.json"]).ambiguous[0]
     assert two_drivers.files == ("s/d.json", "s/d.mp4", "s/d.txt", "s/d.wav")
-    assert "s/d.txt and s/d.wav" in two_drivers.reason and "exactly one" in two_drivers.reason
+    assert two_drivers.reason == (
+        "s/d.mp4 has 2 driver files: s/d.txt and s/d.wav; a job takes exactly one: keep either "
+        "the .txt (text to speak) or one audio file (speech) and remove or rename the others")
+    ogg = pair(["d.mp4", "d.wav", "d.ogg"]).ambiguous[0]
+    assert "d.ogg and d.wav" in ogg.reason and ".m4a" not in ogg.reason  # no list to go stale
     two_videos = pair(["a.mp4", "a.mov"]).ambiguous[0]
     assert "a.mov and a.mp4" in two_videos.reason and "rename" in two_videos.reason
     three = pair(["e.mp4", "e.txt", "e.wav", "e.mp3"]).ambiguous[0]
     assert "e.mp3, e.txt and e.wav" in three.reason
+    for group in (two_drivers, ogg, two_videos, three):
+        assert "ambiguous" not in group.reason.lower()  # explain prints the verdict before it
 
 
 def test_waiting_and_orphan_reasons() -> None:
     result = pair(["Clip.mp4", "clip.txt", "n.mp4", "n.json", "z.json", "q.error.json"])
     by_video = {w.video: w for w in result.waiting}
-    assert "drop Clip.txt" in by_video["Clip.mp4"].reason
+    assert by_video["Clip.mp4"].reason.startswith("no script or audio yet: drop Clip.txt")
     assert "clip.txt differs only in letter case: rename it to Clip.txt" in \
         by_video["Clip.mp4"].reason
     assert by_video["n.mp4"].overrides == "n.json"
-    assert "differs" not in by_video["n.mp4"].reason
+    assert by_video["n.mp4"].reason == ("no script or audio yet: drop n.txt (text to speak) or "
+                                        "n.wav, .mp3 or .m4a (speech) next to it")
     orphans = {o.driver: o.reason for o in result.orphans}
     assert "Clip.mp4 differs only in letter case" in orphans["clip.txt"]
-    assert "no video z.mp4, .mov or .webm" in orphans["z.json"]
+    assert orphans["z.json"] == "no video of that name yet: drop z.mp4, .mov or .webm next to it"
     assert "error report" in orphans["q.error.json"]
+
+
+def test_reasons_do_not_repeat_the_verdict() -> None:
+    """`hotfolder explain` prints "<file>: <verdict>: <reason>": "waiting: waiting for…" and
+    "orphan: … orphan" read badly, so reasons start with what is missing."""
+    result = pair(["w.mp4", "w.json", "o.txt", "o.json", "sub/x.wav", "W.wav"])
+    lines = [f"{w.video}: waiting: {w.reason}" for w in result.waiting]
+    lines += [f"{o.driver}: orphan: {o.reason}" for o in result.orphans]
+    assert len(lines) == 5  # w.mp4 (with w.json) waits; the other four are orphans
+    for line in lines:
+        verdict, reason = line.split(": ", 2)[1:]
+        assert verdict not in reason.lower() and not reason.startswith("waiting"), line
+        assert "drop" in reason or "rename" in reason  # says what to do
+
+
+def test_reasons_mention_conversion() -> None:
+    result = pair(["team/v.mkv", "team/v.json", "a.ogg"])
+    (waiting,) = result.waiting
+    assert waiting.reason.startswith("no script or audio yet: drop v.txt (text to speak)")
+    assert "also, team/v.mkv is Matroska video, which the Chanjing API does not take" in \
+        waiting.reason and "`ffmpeg -i v.mkv v.mp4`" in waiting.reason
+    (orphan,) = result.orphans
+    assert orphan.reason.startswith("no video of that name yet: drop a.mp4, .mov or .webm")
+    assert "a.ogg is Ogg audio" in orphan.reason and "`ffmpeg -i a.ogg a.wav`" in orphan.reason
+    assert "Chanjing" not in pair(["n.mp4"]).waiting[0].reason
+
+
+# --- formats the API takes -------------------------------------------------------------------
+
+def test_format_constants() -> None:
+    assert API_VIDEO_EXTS == {"mp4", "mov", "webm"}
+    assert API_AUDIO_EXTS == {"wav", "mp3", "m4a"}
+    assert CONVERTIBLE_VIDEO_EXTS == {"mkv", "avi", "m4v", "mpg", "mpeg", "ts", "wmv", "flv",
+                                      "3gp"}
+    assert CONVERTIBLE_AUDIO_EXTS == {"flac", "ogg", "opus", "aac", "wma", "amr", "aiff", "aif"}
+    assert VIDEO_EXTS == API_VIDEO_EXTS | CONVERTIBLE_VIDEO_EXTS
+    assert AUDIO_EXTS == API_AUDIO_EXTS | CONVERTIBLE_AUDIO_EXTS
+    assert not VIDEO_EXTS & AUDIO_EXTS
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "CLIP.MOV", "a/b.webm", "x.wav", "x.MP3", "x.m4a",
+                                  "x.txt", "x.json", "x.srt", "README", ".ogg", "dir.mkv/x"])
+def test_api_format_problem_none(name: str) -> None:
+    assert api_format_problem(name) is None
+
+
+def test_api_format_problem_message() -> None:
+    assert api_format_problem("clip.ogg") == (
+        "clip.ogg is Ogg audio, which the Chanjing API does not take (it takes audio .wav, .mp3, "
+        ".m4a and video .mp4, .mov, .webm): convert it, e.g. `ffmpeg -i clip.ogg clip.wav`")
+    assert api_format_problem("team/a/Clip.MKV") == (
+        "team/a/Clip.MKV is Matroska video, which the Chanjing API does not take (it takes audio "
+        ".wav, .mp3, .m4a and video .mp4, .mov, .webm): convert it, e.g. "
+        "`ffmpeg -i Clip.MKV Clip.mp4`")
+    # a name a shell would split is quoted, so the command can be pasted
+    assert '`ffmpeg -i "My Clip (v2).flac" "My Clip (v2).wav"`' in \
+        (api_format_problem("in/My Clip (v2).flac") or "")
+    assert "`ffmpeg -i 讲解.amr 讲解.wav`" in (api_format_problem("讲解.amr") or "")
+
+
+@pytest.mark.parametrize("ext", sorted(CONVERTIBLE_VIDEO_EXTS | CONVERTIBLE_AUDIO_EXTS))
+def test_api_format_problem_every_convertible(ext: str) -> None:
+    message = api_format_problem(f"sub/clip.{ext}")
+    assert message is not None
+    kind = "video" if ext in CONVERTIBLE_VIDEO_EXTS else "audio"
+    target = "mp4" if kind == "video" else "wav"
+    assert message.startswith(f"sub/clip.{ext} is ") and f" {kind}, which the" in message
+    assert f"`ffmpeg -i clip.{ext} clip.{target}`" in message
+    assert api_format_problem(f"clip.{ext.upper()}") is not None
 
 
 def test_groups_lists_every_outcome_in_path_order() -> None:
@@ -303,6 +401,29 @@ DECODE_OK = [
     ("GB2312", "简体中文测试".encode("gb2312"), "简体中文测试"),
     ("GB18030 4-byte", "欢迎ǹ€".encode("gb18030"), "欢迎ǹ€"),
     ("GBK + CRLF", "第一行\r\n第二行\r\n".encode("gbk"), "第一行\n第二行"),
+    # Genuine GBK/GB18030 passes the plausibility rule, short scripts included.
+    ("GBK short", "你好，世界。".encode("gbk"), "你好，世界。"),
+    ("GBK one line of 8", "欢迎使用本产品！".encode("gbk"), "欢迎使用本产品！"),
+    ("GBK 7", "今天天气很好。".encode("gbk"), "今天天气很好。"),
+    ("GBK two chars", "你好".encode("gbk"), "你好"),
+    ("GBK + ASCII", "第1段：iPhone 15 发布会，价格5999元。".encode("gbk"),
+     "第1段：iPhone 15 发布会，价格5999元。"),
+    ("GBK quotes, book title", "他说：“《红楼梦》是四大名著之一。”".encode("gbk"),
+     "他说：“《红楼梦》是四大名著之一。”"),
+    ("GBK units", "温度：25℃，湿度：60%。".encode("gbk"), "温度：25℃，湿度：60%。"),
+    ("GBK-only char (name)", "朱镕基总理讲话。".encode("gbk"), "朱镕基总理讲话。"),
+    ("GBK-only char, 5 chars", "朱镕基讲话".encode("gbk"), "朱镕基讲话"),
+    ("GBK Greek letter", "本产品富含β-胡萝卜素，有益健康。".encode("gbk"),
+     "本产品富含β-胡萝卜素，有益健康。"),
+    ("GBK pinyin", "今天学习拼音：lǜ sè 是绿色。".encode("gbk"), "今天学习拼音：lǜ sè 是绿色。"),
+    ("GB18030 Korean (4-byte)", "韩国歌手가수来北京演出。".encode("gb18030"),
+     "韩国歌手가수来北京演出。"),
+    ("GB18030 euro", "价格：€100，约合人民币780元。".encode("gb18030"),
+     "价格：€100，约合人民币780元。"),
+    ("GBK long", ("各位观众朋友们，大家好！欢迎收看今天的节目。我们公司成立于2008年，总部位于上海。"
+                  "\r\n").encode("gbk") * 20,
+     ("各位观众朋友们，大家好！欢迎收看今天的节目。我们公司成立于2008年，总部位于上海。\n" * 20)
+     .strip()),
     ("CRLF", b"line1\r\nline2\r\n", "line1\nline2"),
     ("CR", b"line1\rline2\r", "line1\nline2"),
     ("mixed", b"a\r\nb\rc\nd", "a\nb\nc\nd"),
@@ -340,7 +461,8 @@ DECODE_BAD = [
     ("huge", b"a" * (MAX_SIDECAR_BYTES + 1), "larger than"),
     ("invalid", b"\xff\xff\xff", "byte 0xFF at offset 0 is neither UTF-8 nor GB18030"),
     ("invalid late", b"abc\x80", "byte 0x80 at offset 3"),
-    ("latin-1", "café".encode("latin-1"), "byte 0xE9 at offset 3"),
+    ("latin-1", "café".encode("latin-1"), "not UTF-8 (byte 0xE9 at offset 3 is not valid UTF-8) "
+     'and it looks like Windows-1252/Latin-1 (Western European) text: "café"'),
     ("UTF-16 odd", b"\xff\xfe" + "hi".encode("utf-16-le") + b"\x00", "UTF-16-LE byte-order mark"),
     ("UTF-16 no BOM", "hello".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
     ("NUL", b"abc\x00def", "NUL bytes"),
@@ -366,6 +488,82 @@ def test_decode_script_rejects(label: str, raw: bytes, words: str) -> None:
     assert words in str(exc.value)
     assert "in/clip.txt" in str(exc.value) and exc.value.path == "in/clip.txt"
     assert exc.value.code == "bad_input"
+
+
+# Scripts in other legacy encodings: GB18030 would decode most of them into Chinese nonsense
+# (naïve → na飗e) that would be spoken and billed; each must be refused with a useful guess.
+WESTERN = "Windows-1252/Latin-1 (Western European) text"
+JAPANESE = "Shift-JIS (Japanese) text"
+BIG5 = "Big5 (Traditional Chinese) text"
+FOREIGN = [
+    ("cp1252", "naïve über café", WESTERN),
+    ("cp1252", "Bonjour à tous, bienvenue à notre présentation. Le café est prêt.", WESTERN),
+    ("cp1252", "Herr Müller erklärt heute die Änderungen für unsere Kunden.", WESTERN),
+    ("cp1252", "Grüß Gott! Die Straße ist für Fußgänger gesperrt.", WESTERN),
+    ("cp1252", "“Willkommen” – sagte er … es kostet 5 €", WESTERN),
+    ("cp1252", "Situação", WESTERN),  # reads as GB2312 "Situa玢o": one plausible hanzi
+    ("cp1252", "¡Hola! ¿Cómo estás? Mañana vamos a la reunión.", WESTERN),
+    ("latin-1", "Schöne Grüße aus München, wir freuen uns auf Ihren Besuch.", WESTERN),
+    ("latin-1", "Ça coûte très cher, n'est-ce pas ? Élève, garçon, déjà vu.", WESTERN),
+    ("latin-1", "Smörgåsbord är en svensk måltid.", WESTERN),
+    ("shift_jis", "こんにちは、世界。今日はいい天気ですね。", JAPANESE),
+    ("shift_jis", "本日は新製品のご紹介をいたします。", JAPANESE),
+    ("shift_jis", "コーヒーを飲みましょう。", JAPANESE),
+    ("shift_jis", "ありがとう", JAPANESE),
+    ("cp932", "明日の会議は午後三時からです。よろしくお願いします。", JAPANESE),
+    ("big5", "大家好，歡迎觀看我們的產品演示。", BIG5),
+    ("big5", "今天天氣很好，我們一起去公園散步吧。", BIG5),
+    ("big5", "感謝您的支持與鼓勵，我們會繼續努力。", BIG5),
+    ("big5", "歡迎光臨", BIG5),
+    ("big5", "臺灣", BIG5),  # its cp1252 reading "»OÆW" must not win
+    ("cp950", "本店營業時間為上午十點至晚上九點。", BIG5),
+]
+
+
+@pytest.mark.parametrize("codec, text, label", FOREIGN,
+                         ids=[f"{c}-{t[:12]}" for c, t, _ in FOREIGN])
+def test_decode_script_refuses_other_encodings(codec: str, text: str, label: str) -> None:
+    raw = text.encode(codec)
+    with pytest.raises(InputError) as exc:
+        decode_script(raw, "in/clip.txt")
+    message = str(exc.value)
+    assert message.startswith("the script in/clip.txt is not UTF-8 (byte 0x")
+    assert f"it looks like {label}: " in message
+    assert "save it as UTF-8" in message and exc.value.path == "in/clip.txt"
+    # The excerpt is the text read the guessed way: the user recognises their script.
+    assert text[:20] in message
+
+
+def test_decode_script_damaged_utf8() -> None:
+    raw = "大家好，欢迎观看我们的产品演示。".encode()[:-2]  # cut inside the last character
+    with pytest.raises(InputError, match="looks like UTF-8 damaged in one place") as exc:
+        decode_script(raw, "clip.txt")
+    assert "byte 0xE3 at offset 45" in str(exc.value) and "产品演示\ufffd" in str(exc.value)
+    # UTF-8 with a Windows-1252 word pasted in
+    mixed = "大家好，欢迎来到咖啡馆（".encode() + "café".encode("cp1252") + "）。".encode()
+    with pytest.raises(InputError, match="UTF-8 damaged in one place"):
+        decode_script(mixed, "clip.txt")
+
+
+def test_decode_script_unlikely_gb_without_a_guess() -> None:
+    # Kanji-only Shift-JIS: no kana, so not recognisably Japanese; as GB it is GBK-only hanzi.
+    with pytest.raises(InputError) as exc:
+        decode_script("東京".encode("shift_jis"), "clip.txt")
+    assert 'read as GB18030/GBK it gives unlikely characters: "搶嫗"' in str(exc.value)
+    assert "save it as UTF-8" in str(exc.value)
+    # Private-use characters (GBK user-defined areas, e.g. a font-editor glyph for a rare
+    # name) are never accepted: with otherwise good Chinese, the message names the character.
+    raw = "第一行\n大家好，欢迎观看我们的产品演示。".encode("gbk")
+    with pytest.raises(InputError) as exc:
+        decode_script(raw[:-2] + b"\xaa\xa1" + raw[-2:], "clip.txt")
+    assert "reads as GB18030/GBK Chinese but contains the private-use character U+E000 at " \
+        "line 2, column 16" in str(exc.value)
+
+
+def test_decode_script_judges_a_large_file_quickly() -> None:
+    raw = ("大家好，欢迎观看我们的产品演示。" * 40000).encode("gbk")
+    with pytest.raises(InputError, match="the API takes at most 4000"):
+        decode_script(raw, "clip.txt")  # decoded as GBK (then too long), not refused as foreign
 
 
 def test_find_emoji() -> None:

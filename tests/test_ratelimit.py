@@ -7,22 +7,8 @@ import time
 
 import pytest
 
+from helpers import FakeClock
 from hotfolder.ratelimit import SLACK, Limits, Pacer, RateLimiter, pause
-
-
-class FakeClock:
-    """A clock that only moves when something sleeps."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_limits_defaults_are_the_contracts() -> None:
@@ -36,7 +22,7 @@ def test_limits_defaults_are_the_contracts() -> None:
 
 
 def test_zero_means_unpaced() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = RateLimiter(Limits(creates_per_minute=0), clock=clock, sleep=clock.sleep)
     for _ in range(5):
         assert limiter.acquire("create")
@@ -45,7 +31,7 @@ def test_zero_means_unpaced() -> None:
 
 
 def test_calls_are_evenly_spaced() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     admitted = []
     for _ in range(4):
@@ -55,7 +41,7 @@ def test_calls_are_evenly_spaced() -> None:
 
 
 def test_an_idle_pacer_admits_at_once_and_does_not_bank_credit() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     pacer.acquire()
     clock.now += 100.0  # idle for a long time: the next call goes at once...
@@ -66,7 +52,7 @@ def test_an_idle_pacer_admits_at_once_and_does_not_bank_credit() -> None:
 
 
 def test_endpoints_map_to_independent_classes() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = RateLimiter(Limits(creates_per_minute=1, file_calls_per_minute=60, queries_per_second=4),
                           clock=clock, sleep=clock.sleep)
     limiter.acquire("create")
@@ -136,7 +122,7 @@ def test_stop_interrupts_a_wait() -> None:
 
 
 def test_pause_with_injected_sleep_checks_stop() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     stop = threading.Event()
     assert pause(1.0, sleep=clock.sleep, stop=stop)
     assert pause(0, sleep=clock.sleep)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-from conftest import MEDIA, wait_for
+from helpers import MEDIA, all_jobs, wait_for
 from test_crash import drop_jobs
 from test_daemon import Env, Running
 
@@ -27,7 +27,7 @@ def assert_all_done(env: Env, expected: dict[str, bytes]) -> None:
     for stem, data in expected.items():
         assert (out / f"{stem}.mp4").read_bytes() == data, stem
         assert (out / f"{stem}.jpg").read_bytes()[:2] == b"\xff\xd8"
-    assert {j.state for j in env.ledger().jobs()} == {"done"}
+    assert {j.state for j in all_jobs(env.ledger())} == {"done"}
     assert {p.stem for p in env.settings.folders.archive.iterdir()} == set(expected)
     assert list(env.inbox.iterdir()) == []
 
@@ -83,7 +83,7 @@ def test_billing_pause_requeues_and_resumes_by_itself(tmp_path: Path, sandbox: A
     expected = drop_jobs(env.inbox, 3)
     with Running(env):
         wait_for(lambda: env.ledger().get_value("billing_paused_until"), timeout=30, message="a billing pause")
-        states = Counter(j.state for j in env.ledger().jobs())
+        states = Counter(j.state for j in all_jobs(env.ledger()))
         assert "failed" not in states
         out = subprocess.run([sys.executable, "-m", "hotfolder", "status", "--config", str(env.config_path)],
                              capture_output=True, text=True, check=True).stdout
@@ -91,7 +91,7 @@ def test_billing_pause_requeues_and_resumes_by_itself(tmp_path: Path, sandbox: A
         import httpx
 
         httpx.post(f"{sandbox.base_url}/_sandbox/balance", json={"creates": None}, timeout=5)
-        wait_for(lambda: all(j.state == "done" for j in env.ledger().jobs()) and len(env.ledger().jobs()) == 3,
+        wait_for(lambda: all(j.state == "done" for j in all_jobs(env.ledger())) and len(all_jobs(env.ledger())) == 3,
                  timeout=60, message="jobs done after the top-up")
     assert_all_done(env, expected)
 
@@ -117,7 +117,7 @@ def test_sigterm_exits_0_within_10_s_and_the_job_resumes(tmp_path: Path, sandbox
     log = tmp_path / "log"
     proc = subprocess.Popen([sys.executable, "-m", "hotfolder", "run", "--config", str(env.config_path)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    wait_for(lambda: env.settings.ledger_path.exists() and any(j.state == "generating" for j in env.ledger().jobs()),
+    wait_for(lambda: env.settings.ledger_path.exists() and any(j.state == "generating" for j in all_jobs(env.ledger())),
              timeout=30, message="a task in flight")
     # A second daemon on the same ledger refuses to start.
     second = subprocess.run([sys.executable, "-m", "hotfolder", "run", "--config", str(env.config_path)],

@@ -6,7 +6,7 @@ Modules: :mod:`.client` (the calls), :mod:`.models` (requests and lenient reply 
 :mod:`.transfer` (streamed uploads, resumable downloads).
 """
 
-from hotfolder.chanjing.client import ChanjingClient
+from hotfolder.chanjing.client import CallRecord, ChanjingClient
 from hotfolder.chanjing.models import (FileInfo, LipSyncRequest, PageInfo, Task, TaskPage, Token, UploadSlot,
                                        Voice, VoicePage)
 from hotfolder.chanjing.tokens import MemoryTokenStore, TokenStore
@@ -14,6 +14,6 @@ from hotfolder.ratelimit import Limits, RateLimiter
 from hotfolder.retry import Backoff
 
 __all__ = [
-    "Backoff", "ChanjingClient", "FileInfo", "Limits", "LipSyncRequest", "MemoryTokenStore", "PageInfo",
+    "Backoff", "CallRecord", "ChanjingClient", "FileInfo", "Limits", "LipSyncRequest", "MemoryTokenStore", "PageInfo",
     "RateLimiter", "Task", "TaskPage", "Token", "TokenStore", "UploadSlot", "Voice", "VoicePage",
 ]

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ FILE_STATUS_GONE = {98: "it failed the API's content-safety check; use different
                     100: "it was cleaned up by the API (files are kept 30 days); upload it again"}
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One API call as observers (status, metrics) see it: never a URL, token or body."""
+
+    endpoint: str
+    code: int | None          # the envelope code (0 = ok), the HTTP status of a non-envelope answer, or None
+    http_status: int | None   # None: no answer at all (connect failure, timeout, dropped connection)
+    elapsed: float            # seconds
+    error: ApiError | None
+
+
 class ChanjingClient:
     """Typed calls to the Chanjing lip-sync API (see ``/work/shared/chanjing-api.md``).
 
@@ -60,7 +72,8 @@ class ChanjingClient:
                  limits: Limits | None = None, transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  timeout: float = 30.0, max_retries: int = 5, backoff: Backoff | None = None,
-                 rng: random.Random | None = None, stop: threading.Event | None = None) -> None:
+                 rng: random.Random | None = None, stop: threading.Event | None = None,
+                 observer: Callable[[CallRecord], None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.app_id = app_id
         self._secret = secret_key
@@ -74,6 +87,7 @@ class ChanjingClient:
         self.backoff = backoff or Backoff(max_retries=max_retries)
         self._rng = rng or random.Random()
         self._stop = stop
+        self._observer = observer
         self._token_lock = threading.Lock()
         self._token: Token | None = None
         self._http = httpx.Client(
@@ -128,6 +142,7 @@ class ChanjingClient:
         started = self._mono()
         code: int | None = None
         status: int | None = None
+        failure: ApiError | None = None
         try:
             response = self._http.request(method, self.base_url + path, params=params, json=body,
                                           headers=headers)
@@ -137,13 +152,24 @@ class ChanjingClient:
             return data
         except httpx.HTTPError as exc:
             code = None
-            raise transport_error(exc, endpoint=endpoint, create=endpoint == "create") from exc
+            failure = transport_error(exc, endpoint=endpoint, create=endpoint == "create")
+            raise failure from exc
         except ApiError as exc:
             code = exc.code
+            failure = exc
             raise
         finally:
+            elapsed = self._mono() - started
             log.debug("api_call", endpoint=endpoint, code=code, http_status=status,
-                      elapsed_ms=round((self._mono() - started) * 1000, 1))
+                      elapsed_ms=round(elapsed * 1000, 1))
+            if self._observer is not None:
+                self._observe(CallRecord(endpoint, code, status, elapsed, failure))
+
+    def _observe(self, record: CallRecord) -> None:
+        try:
+            self._observer(record)   # type: ignore[misc]
+        except Exception:   # an observer (metrics, status) must never break a call
+            log.exception("api_observer_failed", endpoint=record.endpoint)
 
     # -- token ----------------------------------------------------------------------------------
     def _fetch_token(self) -> Token:
@@ -176,6 +202,21 @@ class ChanjingClient:
         return token
 
     def _refresh_token(self, stale: Token) -> Token:
+        token = self.tokens.refresh(self.app_id, stale, self._fetch_token)
+        with self._token_lock:
+            self._token = token
+        return token
+
+    def set_limits(self, limits: Limits) -> None:
+        """New pacing (a config reload); calls already waiting finish on the old pacer."""
+        self.limits = limits
+        self.limiter = RateLimiter(limits, clock=self._mono, sleep=self._sleep)
+
+    def verify_credentials(self) -> Token:
+        """Ask for a new token with the configured app_id/secret_key: the only way to know that
+        they are right (a cached token proves nothing about the secret). The new token goes into
+        the shared store, so other processes (a running daemon) switch to it after one refusal."""
+        stale = self.tokens.load(self.app_id)
         token = self.tokens.refresh(self.app_id, stale, self._fetch_token)
         with self._token_lock:
             self._token = token

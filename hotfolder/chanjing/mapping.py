@@ -52,6 +52,12 @@ def _has(msg: str, words: tuple[str, ...]) -> bool:
     return any(word in low for word in words)
 
 
+def is_billing_message(msg: str | None) -> bool:
+    """Whether an API message says the account is out of balance (case-insensitive); the one
+    list every caller (create refusals, failed tasks) uses."""
+    return bool(msg) and _has(msg or "", BILLING_WORDS)
+
+
 def classify(code: int | None, msg: str, *, endpoint: str, trace_id: str | None = None,
              retry_after: float | None = None) -> ApiError:
     """The error for a non-zero envelope ``code`` with ``msg`` on ``endpoint``."""
@@ -61,7 +67,7 @@ def classify(code: int | None, msg: str, *, endpoint: str, trace_id: str | None 
         return AuthError(msg, **kw)
     if code == CODE_RATE:
         return RateLimited(msg, retry_after=retry_after, **kw)
-    if endpoint == "create" and _has(msg, BILLING_WORDS):
+    if endpoint == "create" and is_billing_message(msg):
         return BillingPaused(msg, **kw)
     if endpoint == "access_token" and code in CODES_PARAM:
         return AuthError(f"the API refused the app_id/secret_key: {msg}", **kw)

@@ -18,6 +18,7 @@ import httpx
 from hotfolder.chanjing.mapping import parse_retry_after, transport_error
 from hotfolder.chanjing.models import UploadSlot
 from hotfolder.errors import PermanentError, RateLimited, RetryLater, UrlExpired
+from hotfolder.fsutil import fsync_replace
 
 CHUNK = 1 << 20  # 1 MiB: big enough for throughput, small enough to never matter for memory
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -126,28 +127,12 @@ def content_range(value: str | None) -> tuple[int | None, int | None]:
     return first, total
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems do not fsync directories; the rename still happened
-    finally:
-        os.close(fd)
-
-
 def _finish(part: Path, dest: Path, expected_size: int | None) -> int:
     size = part.stat().st_size
     if expected_size is not None and size != expected_size:
         part.unlink(missing_ok=True)
         raise PermanentError(f"downloaded {size} bytes but {expected_size} were expected", endpoint="download")
-    with open(part, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_replace(part, dest)
     return size
 
 

@@ -3,7 +3,7 @@
 Nothing here touches the file system: the daemon lists/stats/reads and feeds the results in, so
 every rule is testable with plain strings and bytes.
 
-* :mod:`.names` — :func:`is_ignored`, :func:`classify`
+* :mod:`.names` — :func:`is_ignored`, :func:`classify`, :func:`api_format_problem`
 * :mod:`.settle` — :class:`SettleTracker`
 * :mod:`.script` — :func:`decode_script`, :data:`MAX_TEXT_CHARS`
 * :mod:`.overrides` — :data:`LIPSYNC_FIELDS`, :func:`validate_lipsync`, :func:`validate_overrides`
@@ -17,6 +17,12 @@ case slip is a likely user mistake (Windows hides it), a driver whose stem diffe
 only in case is named in the :class:`Waiting`/:class:`Orphan` reason with the rename to do.
 Stems and folders are compared after Unicode NFC normalisation: macOS clients may write
 decomposed (NFD) names, and ``café`` must pair with ``café`` however its accent was encoded.
+
+**Reasons say what to do.** ``hotfolder explain`` prints ``<file>: <verdict>: <reason>``, so a
+reason never repeats its verdict ("waiting for…"): it starts with what is missing or wrong and
+ends with the action. Video/audio the API does not take (``clip.mkv``, ``clip.ogg``) pairs like
+the native formats; the reasons of waiting and orphaned files mention the conversion, and intake
+fails a ready job of such files with :func:`api_format_problem`'s message.
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hotfolder.pairing.names import (
+    API_AUDIO_EXTS,
+    API_VIDEO_EXTS,
     AUDIO_EXTS,
+    CONVERTIBLE_AUDIO_EXTS,
+    CONVERTIBLE_VIDEO_EXTS,
     TEXT_EXTS,
     VIDEO_EXTS,
     Kind,
+    api_format_problem,
     classify,
     is_ignored,
     split_name,
@@ -46,10 +57,12 @@ from hotfolder.pairing.script import MAX_SIDECAR_BYTES, MAX_TEXT_CHARS, decode_s
 from hotfolder.pairing.settle import SettleTracker
 
 __all__ = [
-    "AUDIO_EXTS", "LIPSYNC_FIELDS", "MAX_SIDECAR_BYTES", "MAX_TEXT_CHARS", "TEXT_EXTS",
-    "VIDEO_EXTS", "Ambiguous", "FieldRule", "Kind", "Orphan", "OverrideError", "PairingResult",
-    "Ready", "SettleTracker", "Waiting", "classify", "decode_script", "find_emoji", "is_ignored",
-    "pair", "split_name", "validate_lipsync", "validate_overrides",
+    "API_AUDIO_EXTS", "API_VIDEO_EXTS", "AUDIO_EXTS", "CONVERTIBLE_AUDIO_EXTS",
+    "CONVERTIBLE_VIDEO_EXTS", "LIPSYNC_FIELDS", "MAX_SIDECAR_BYTES", "MAX_TEXT_CHARS",
+    "TEXT_EXTS", "VIDEO_EXTS", "Ambiguous", "FieldRule", "Kind", "Orphan", "OverrideError",
+    "PairingResult", "Ready", "SettleTracker", "Waiting", "api_format_problem", "classify",
+    "decode_script", "find_emoji", "is_ignored", "pair", "split_name", "validate_lipsync",
+    "validate_overrides",
 ]
 
 
@@ -70,7 +83,8 @@ class Ready:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A video with no driver yet: never a failure, it waits (reason says what to drop)."""
+    """A video with no driver yet: never a failure, it waits. ``reason`` starts with what is
+    missing and says what to drop (never "waiting for…": the verdict already says that)."""
 
     video: str
     reason: str
@@ -89,7 +103,8 @@ class Ambiguous:
 
 @dataclass(frozen=True)
 class Orphan:
-    """A driver or overrides file with no video of its stem (yet). Not a failure either."""
+    """A driver or overrides file with no video of its stem (yet). Not a failure either;
+    ``reason`` says what to drop or rename."""
 
     driver: str
     reason: str
@@ -155,7 +170,7 @@ def pair(files: Iterable[str]) -> PairingResult:
             ambiguous.append(Ambiguous(videos[0], tuple(paths), (
                 f"{videos[0]} has {len(drivers)} driver files: {_list(drivers)}; a job takes "
                 f"exactly one: keep either the .txt (text to speak) or one audio file "
-                f"(.wav/.mp3/.m4a) and remove or rename the others")))
+                f"(speech) and remove or rename the others")))
         elif len(jsons) > 1:
             ambiguous.append(Ambiguous(videos[0], tuple(paths), (
                 f"{videos[0]} has {len(jsons)} overrides files: {_list(jsons)}; keep one")))
@@ -171,13 +186,17 @@ def pair(files: Iterable[str]) -> PairingResult:
 
 
 def _waiting_reason(video: str, near: list[str]) -> str:
+    # Suggest only the audio formats the API takes: others would need converting first.
     stem = _name(split_name(video)[1])
-    reason = (f"waiting for its driver: drop {stem}.txt (text to speak) or {stem}.wav, .mp3 or "
+    reason = (f"no script or audio yet: drop {stem}.txt (text to speak) or {stem}.wav, .mp3 or "
               f".m4a (speech) next to it")
     drivers = [q for q in near if classify(q) in ("text", "audio")]
     if drivers:
         reason += (f"; {_list(drivers)} differs only in letter case: rename it to "
                    f"{stem}.{split_name(drivers[0])[2]}")
+    problem = api_format_problem(video)
+    if problem is not None:  # say it now, not only once the driver has come and the job fails
+        reason += f"; also, {problem}"
     return reason
 
 
@@ -186,10 +205,13 @@ def _orphan_reason(path: str, near: list[str]) -> str:
     if ext == "json" and stem.endswith(".error"):
         return ("a hotfolder error report (moved back from failed/?), not an input: it is left "
                 "alone; delete it once the job is fixed")
-    reason = f"no video {_name(stem)}.mp4, .mov or .webm next to it (yet)"
+    reason = f"no video of that name yet: drop {_name(stem)}.mp4, .mov or .webm next to it"
     videos = [q for q in near if classify(q) == "video"]
     if videos:
         reason += f"; {_list(videos)} differs only in letter case: rename {path} to match it"
+    problem = api_format_problem(path)
+    if problem is not None:
+        reason += f"; also, {problem}"
     return reason
 
 

@@ -101,13 +101,21 @@ State: blobs, results and ``state.json`` (tokens, files, tasks) live in the data
 survive a restart; the journal, rate windows and balance do not.
 """
 
-from hotfolder.sandbox.app import Sandbox, serve_forever
-from hotfolder.sandbox.settings import (
-    SETTING_HELP,
-    SandboxSettings,
-    cli_options,
-    settings_from_mapping,
-)
+from typing import Any
+
+# Imported on first use: the CLI reads the settings table (cheap) on every command, and must not
+# pay for the HTTP server and its state machine each time.
+_LAZY = {"Sandbox": "app", "serve_forever": "app", "SETTING_HELP": "settings", "SandboxSettings": "settings",
+         "cli_options": "settings", "settings_from_mapping": "settings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"hotfolder.sandbox.{_LAZY[name]}"), name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "SETTING_HELP",

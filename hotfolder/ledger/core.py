@@ -2,8 +2,8 @@
 
 SQLite in WAL mode with ``synchronous=FULL``, so a recorded intent survives a power cut. Every
 state change is a compare-and-set (``UPDATE … WHERE id=? AND state=?``) in one short
-``BEGIN IMMEDIATE`` transaction that also appends to ``events``; a verb that loses the race
-returns ``False`` instead of overwriting. Each thread gets its own connection; the CLI reads while
+``BEGIN IMMEDIATE`` transaction that also appends to ``events``; a verb returns the updated :class:`Job` (``UPDATE …
+RETURNING``), or ``None`` when it lost the race, instead of overwriting. Each thread gets its own connection; the CLI reads while
 the daemon writes (busy timeout, short transactions).
 """
 
@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from hotfolder.errors import LedgerError
+from hotfolder.mounts import filesystem_type
 from hotfolder.migrations import MIGRATIONS
 from hotfolder.states import TERMINAL, State, check_move
 
@@ -30,6 +29,15 @@ BUSY_TIMEOUT_S = 30.0
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
               "fuse.sshfs", "davfs", "fuse.rclone", "lustre", "ncpfs"}
 _JSON_FIELDS = ("files", "inputs", "params", "outputs")
+
+
+class AmbiguousRef(KeyError):
+    """A job reference (file name or stem) that names several jobs."""
+
+    def __init__(self, ref: str, names: list[str]) -> None:
+        super().__init__(ref)
+        self.ref = ref
+        self.names = names
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Job:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    moves_pending: bool = False   # ended, and its inputs are not all moved yet
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -69,29 +78,12 @@ class Job:
         for key in _JSON_FIELDS:
             data[key] = json.loads(data[key]) if data.get(key) else {}
         data["state"] = State(data["state"])
+        data["moves_pending"] = bool(data.get("moves_pending"))
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @property
     def driver_kind(self) -> str:
         return "audio" if "audio" in self.files else "text"
-
-
-def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str | None:
-    """The filesystem type of the mount holding ``path`` (Linux), or None if unknown."""
-    try:
-        lines = Path(mounts_file).read_text().splitlines()
-    except OSError:
-        return None
-    target = str(path.resolve())
-    best, best_type = "", None
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mnt = parts[1].replace("\\040", " ")
-        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, best_type = mnt, parts[2]
-    return best_type
 
 
 class Ledger:
@@ -101,8 +93,10 @@ class Ledger:
         self.path = Path(path)
         self.clock = clock
         self._local = threading.local()
+        # Called after each state change made through this object (the daemon wakes its loop).
+        self.listeners: list[Callable[[], None]] = []
         fstype = filesystem_type(self.path.parent if self.path.parent.exists() else Path("/"))
-        if fstype in NETWORK_FS:
+        if fstype in NETWORK_FS or (fstype is not None and fstype.startswith("fuse.")):
             raise LedgerError(
                 f"the ledger {self.path} is on a network filesystem ({fstype}); SQLite's WAL mode "
                 "is not safe there. Set [ledger] path to a local disk (e.g. /var/lib/hotfolder/ledger.db)"
@@ -117,24 +111,38 @@ class Ledger:
 
     # -- connection and transactions --------------------------------------------------------
     @property
-    def db(self) -> sqlite_utils.Database:
-        db = getattr(self._local, "db", None)
-        if db is None:
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; verbs open their own transactions)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-        return db
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> Any:
+        """This thread's connection wrapped by sqlite-utils (migrations, tests). Imported only here:
+        it costs a tenth of a second, which every short command would otherwise pay."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, list(args))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short ``BEGIN IMMEDIATE`` transaction on this thread's connection."""
         # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades
         # can fail with SQLITE_BUSY without honouring the busy timeout.
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -145,25 +153,26 @@ class Ledger:
 
     def close(self) -> None:
         """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.close()
-            self._local.db = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version."""
         # Read first without a write lock, so opening a current ledger never waits on a writer.
-        if self.db.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
             return len(MIGRATIONS)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise LedgerError(
                     f"the ledger {self.path} has schema version {version}, newer than this hotfolder "
                     f"knows ({len(MIGRATIONS)}): upgrade hotfolder"
                 )
+            db = self.db
             for index in range(version, len(MIGRATIONS)):
-                MIGRATIONS[index](self.db)
+                MIGRATIONS[index](db)
                 conn.execute(f"PRAGMA user_version={index + 1}")
         return len(MIGRATIONS)
 
@@ -180,75 +189,108 @@ class Ledger:
             "created_at": now, "updated_at": now,
             "finished_at": now if state in TERMINAL else None,
         }
-        with self._tx() as conn:
+        with self.transaction() as conn:
             cur = conn.execute(
                 f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
             )
             job_id = int(cur.lastrowid or 0)
             self._event(conn, job_id, "created", None, str(state), {"error": error} if error else None)
+        self._changed()
         return job_id
 
     def get(self, job_id: int) -> Job:
         """The job with this id (``KeyError`` if there is none)."""
-        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", [job_id])
         if not rows:
             raise KeyError(job_id)
         return Job.from_row(rows[0])
 
     def find(self, ref: str) -> Job:
-        """A job by id or by name (the newest job of that name)."""
+        """A job by id, by inbox-relative name, or by file name or stem when only one job has it
+        (the newest job of that name wins). ``KeyError`` if none; :class:`AmbiguousRef` if several."""
         if ref.isdigit():
             with contextlib.suppress(KeyError):
                 return self.get(int(ref))
-        rows = list(self.db.query("SELECT * FROM jobs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]))
-        if not rows:
+        rows = self._rows("SELECT * FROM jobs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref])
+        if rows:
+            return Job.from_row(rows[0])
+        # A bare file name ("clip.mp4") or stem ("clip"): through the stem index, never a scan.
+        base = ref.rsplit("/", 1)[-1]
+        stem, dot, _ext = base.rpartition(".")
+        candidates = {stem} if dot and stem else set()
+        candidates.add(base)
+        hits: dict[str, Job] = {}
+        for cand in candidates:
+            for row in self._rows("SELECT * FROM jobs WHERE stem = ? ORDER BY id DESC LIMIT 200", [cand]):
+                job = Job.from_row(row)
+                if (job.name.rsplit("/", 1)[-1] == base or job.stem == base) and job.name not in hits:
+                    hits[job.name] = job
+        if not hits:
             raise KeyError(ref)
-        return Job.from_row(rows[0])
+        if len(hits) > 1:
+            raise AmbiguousRef(ref, sorted(hits))
+        return next(iter(hits.values()))
 
-    def jobs(self, states: Iterable[State | str] | None = None) -> list[Job]:
-        """All jobs (optionally only in ``states``), oldest first."""
-        if states is None:
-            rows = self.db.query("SELECT * FROM jobs ORDER BY id")
-        else:
-            wanted = [str(s) for s in states]
-            rows = self.db.query(
-                f"SELECT * FROM jobs WHERE state IN ({', '.join('?' * len(wanted))}) ORDER BY id", wanted
-            )
+    def jobs(self, states: Iterable[State | str]) -> list[Job]:
+        """The jobs in ``states``, oldest first. Only for states whose jobs are bounded by the
+        work in flight (never all ended jobs: see :mod:`hotfolder.ledger.reports`)."""
+        wanted = [str(s) for s in states]
+        rows = self._rows(
+            f"SELECT * FROM jobs WHERE state IN ({', '.join('?' * len(wanted))}) ORDER BY id", wanted
+        )
         return [Job.from_row(r) for r in rows]
+
+    def count(self, state: State | str) -> int:
+        """How many jobs are in ``state`` (kept by triggers: no scan)."""
+        row = self.conn.execute("SELECT n FROM job_counts WHERE state = ?", [str(state)]).fetchone()
+        return int(row[0]) if row else 0
+
+    def pending_moves(self) -> list[Job]:
+        """Ended jobs whose inputs are not all moved yet (a crash or a full disk held them up)."""
+        return [Job.from_row(r) for r in self._rows("SELECT * FROM jobs WHERE moves_pending = 1 ORDER BY id")]
 
     def open_job_for(self, name: str) -> Job | None:
         """The open job for this inbox-relative video: unfinished, or ended with its inputs not yet moved."""
         terminal = [str(s) for s in TERMINAL]
-        rows = list(self.db.query(
+        rows = self._rows(
             f"SELECT * FROM jobs WHERE name = ? AND (state NOT IN ({', '.join('?' * len(terminal))}) "
-            "OR json_extract(outputs, '$.moves_pending') = 1) ORDER BY id DESC LIMIT 1", [name, *terminal]))
+            "OR moves_pending = 1) ORDER BY id DESC LIMIT 1", [name, *terminal])
         return Job.from_row(rows[0]) if rows else None
 
-    def known_remote_ids(self) -> set[str]:
-        """Every remote task id any job has ever recorded."""
-        # Events too: a task given up on (e.g. failed for billing) is no longer on its job.
-        rows = self.db.query(
-            "SELECT remote_id AS rid FROM jobs WHERE remote_id IS NOT NULL UNION "
-            "SELECT json_extract(detail, '$.remote_id') FROM events "
-            "WHERE detail IS NOT NULL AND json_extract(detail, '$.remote_id') IS NOT NULL")
-        return {str(r["rid"]) for r in rows}
+    def unknown_remote_ids(self, remote_ids: Iterable[str]) -> set[str]:
+        """Those of ``remote_ids`` that no job has ever recorded (candidates for adoption)."""
+        ids = sorted({str(r) for r in remote_ids})
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            known.update(r[0] for r in self.conn.execute(
+                f"SELECT remote_id FROM remote_tasks WHERE remote_id IN ({', '.join('?' * len(chunk))})", chunk))
+        return set(ids) - known
+
+    def remember_remote_id(self, job_id: int, remote_id: str, kind: str = "task_orphaned") -> None:
+        """Record a task id no job will keep (e.g. created for a job cancelled meanwhile), so no
+        lost create ever adopts it."""
+        with self.transaction() as conn:
+            self._remember_remote(conn, job_id, remote_id)
+            self._event(conn, job_id, kind, None, None, {"remote_id": remote_id})
 
     def advance(self, job_id: int, src: State, dst: State, *, event: str | None = None,
-                detail: dict[str, Any] | None = None, **fields: Any) -> bool:
+                detail: dict[str, Any] | None = None, **fields: Any) -> Job | None:
         """Move ``job_id`` from ``src`` to ``dst`` (compare-and-set), setting ``fields`` too.
 
-        Returns False (and changes nothing) if the job is no longer in ``src``.
+        Returns the updated job, or None (and changes nothing) if the job is no longer in ``src``.
         """
         check_move(src, dst)
         return self._set(job_id, src, dst, event or "state", detail, fields)
 
     def update(self, job_id: int, state: State, *, event: str | None = None,
-               detail: dict[str, Any] | None = None, **fields: Any) -> bool:
-        """Record a checkpoint (``fields``) on a job that must still be in ``state``."""
+               detail: dict[str, Any] | None = None, **fields: Any) -> Job | None:
+        """Record a checkpoint (``fields``) on a job that must still be in ``state``; returns the
+        updated job, or None if it is no longer in ``state``."""
         return self._set(job_id, state, None, event, detail, fields)
 
     def _set(self, job_id: int, src: State, dst: State | None, event: str | None,
-             detail: dict[str, Any] | None, fields: dict[str, Any]) -> bool:
+             detail: dict[str, Any] | None, fields: dict[str, Any]) -> Job | None:
         now = self.clock()
         values = {k: (json.dumps(v) if k in _JSON_FIELDS else v) for k, v in fields.items()}
         if dst is not None:
@@ -257,14 +299,24 @@ class Ledger:
                 values["finished_at"] = now
         values["updated_at"] = now
         assignments = ", ".join(f"{k} = ?" for k in values)
-        with self._tx() as conn:
-            cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?",
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? RETURNING *",
                                [*values.values(), job_id, str(src)])
-            if cur.rowcount != 1:
-                return False
+            rows = cur.fetchall()
+            if len(rows) != 1:
+                return None
+            job = Job.from_row(dict(zip([d[0] for d in cur.description], rows[0])))
+            if fields.get("remote_id"):
+                self._remember_remote(conn, job_id, str(fields["remote_id"]))
             if event or dst is not None:
                 self._event(conn, job_id, event or "state", str(src), str(dst or src), detail)
-        return True
+        if dst is not None:
+            self._changed()
+        return job
+
+    def _remember_remote(self, conn: sqlite3.Connection, job_id: int, remote_id: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at) VALUES (?, ?, ?)",
+                     [remote_id, job_id, self.clock()])
 
     def _event(self, conn: sqlite3.Connection, job_id: int, kind: str, src: str | None, dst: str | None,
                detail: dict[str, Any] | None) -> None:
@@ -275,28 +327,59 @@ class Ledger:
 
     def note(self, job_id: int, kind: str, detail: dict[str, Any] | None = None) -> None:
         """Append an event that does not change the job (e.g. a retry that will happen later)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._event(conn, job_id, kind, None, None, detail)
 
-    def events(self, job_id: int) -> list[dict[str, Any]]:
-        """The job's history, oldest first, ``detail`` decoded."""
+    def events(self, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """The job's history (its last ``limit`` events), oldest first, ``detail`` decoded."""
         out = []
-        for row in self.db.query("SELECT * FROM events WHERE job_id = ? ORDER BY id", [job_id]):
+        for row in self._rows("SELECT * FROM (SELECT * FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?) "
+                                 "ORDER BY id", [job_id, limit]):
             row = dict(row)
             row["detail"] = json.loads(row["detail"]) if row["detail"] else None
             out.append(row)
         return out
 
+    def clear_backoff(self, states: Iterable[State]) -> int:
+        """Make every job in ``states`` that waits for a later attempt eligible now (a person said
+        "go": `hotfolder resume`). Returns how many."""
+        wanted = [str(s) for s in states]
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE jobs SET next_attempt_at = 0 WHERE state IN ({', '.join('?' * len(wanted))}) "
+                               "AND next_attempt_at > 0", wanted)
+            n = cur.rowcount
+        self._changed()
+        return n
+
+    # -- telling the daemon that something changed --------------------------------------------
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+    def bump_control(self) -> int:
+        """Tell a running daemon (another process) to look again now: a person changed something."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO kv (key, value, updated_at) VALUES ('control_seq', '1', ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = excluded.updated_at",
+                         [self.clock()])
+            row = conn.execute("SELECT value FROM kv WHERE key = 'control_seq'").fetchone()
+        return int(row[0])
+
+    def control_seq(self) -> int:
+        """The counter :meth:`bump_control` moves; one indexed read, cheap to poll."""
+        row = self.conn.execute("SELECT value FROM kv WHERE key = 'control_seq'").fetchone()
+        return int(row[0]) if row else 0
+
     # -- the upload cache ---------------------------------------------------------------------
     def cached_upload(self, sha256: str, service: str) -> dict[str, Any] | None:
         """A previous upload of identical bytes for this service, if one is recorded."""
-        rows = list(self.db.query("SELECT * FROM uploads WHERE sha256 = ? AND service = ?", [sha256, service]))
+        rows = self._rows("SELECT * FROM uploads WHERE sha256 = ? AND service = ?", [sha256, service])
         return rows[0] if rows else None
 
     def remember_upload(self, sha256: str, service: str, file_id: str, size: int) -> None:
         """Record that these bytes are now ``file_id`` on the API."""
         now = self.clock()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO uploads (sha256, service, file_id, bytes, uploaded_at, checked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256, service) DO UPDATE SET "
@@ -305,22 +388,22 @@ class Ledger:
 
     def touch_upload(self, sha256: str, service: str) -> None:
         """Note that a cached upload was just confirmed usable."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute("UPDATE uploads SET checked_at = ? WHERE sha256 = ? AND service = ?",
                          [self.clock(), sha256, service])
 
     def forget_upload(self, sha256: str, service: str) -> None:
         """Drop a cached upload the API no longer has."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute("DELETE FROM uploads WHERE sha256 = ? AND service = ?", [sha256, service])
 
     # -- key/value ----------------------------------------------------------------------------
     def get_value(self, key: str) -> str | None:
-        rows = list(self.db.query("SELECT value FROM kv WHERE key = ?", [key]))
+        rows = self._rows("SELECT value FROM kv WHERE key = ?", [key])
         return rows[0]["value"] if rows else None
 
     def set_value(self, key: str, value: str | None) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             if value is None:
                 conn.execute("DELETE FROM kv WHERE key = ?", [key])
             else:
@@ -330,7 +413,7 @@ class Ledger:
 
     def compare_and_set_value(self, key: str, expected: str | None, value: str) -> bool:
         """Set ``key`` to ``value`` only if it currently holds ``expected``."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
             if (row[0] if row else None) != expected:
                 return False
@@ -341,8 +424,8 @@ class Ledger:
 
     def integrity(self) -> str:
         """``ok`` or SQLite's description of what is wrong."""
-        return str(list(self.db.conn.execute("PRAGMA integrity_check"))[0][0])
+        return str(list(self.conn.execute("PRAGMA integrity_check"))[0][0])
 
     def counts(self) -> dict[str, int]:
-        """Number of jobs per state."""
-        return {r["state"]: r["n"] for r in self.db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
+        """Number of jobs per state (kept by triggers: no scan)."""
+        return {r[0]: int(r[1]) for r in self.conn.execute("SELECT state, n FROM job_counts WHERE n > 0")}
