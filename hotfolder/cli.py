@@ -255,7 +255,7 @@ def cancel(config_path: str | None, job: str) -> None:
 def resume(config_path: str | None) -> None:
     """Lift a billing/quota pause now (after a top-up) and try every waiting job at once."""
     settings = load_settings(config_path)
-    result = control.resume(open_ledger(settings, must_exist=True))
+    result = control.resume(open_ledger(settings, must_exist=True), settings)
     was = "submissions resumed" if result["was_paused"] else "submissions were not paused"
     click.echo(f"{was}; {result['jobs_due_now']} waiting job(s) will be tried now")
 

@@ -77,6 +77,42 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:8750"     # "" turns the listener off
+    token: str = field(default="", repr=False)
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when the listener is off."""
+        return parse_listen(self.listen) if self.listen else None
+
+    @property
+    def loopback(self) -> bool:
+        hp = self.host_port
+        return hp is not None and is_loopback(hp[0])
+
+
+NOTIFY_EVENTS = ("done", "failed", "paused", "resumed")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhook: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    exec: tuple[str, ...] = ()
+    apprise: tuple[str, ...] = field(default=(), repr=False)   # URLs may hold passwords
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    timeout_seconds: float = 10.0       # per delivery attempt (webhook request, exec run)
+    give_up_hours: float = 24.0         # a receiver failing this long is given up on
+
+    def targets(self, kind: str) -> tuple[str, ...]:
+        """The configured targets that want events of ``kind``."""
+        if kind not in self.events:
+            return ()
+        return tuple(t for t, on in (("webhook", self.webhook), ("exec", self.exec), ("apprise", self.apprise)) if on)
+
+
+@dataclass(frozen=True)
 class DiskSettings:
     min_free_mb: int = 200                # intake pauses below this much free space
 
@@ -91,6 +127,8 @@ class Settings:
     limits: LimitSettings = LimitSettings()
     retry: RetrySettings = RetrySettings()
     disk: DiskSettings = DiskSettings()
+    server: ServerSettings = ServerSettings()
+    notify: NotifySettings = NotifySettings()
     lipsync: Mapping[str, Any] = field(default_factory=dict)
     config_path: Path | None = None
 
@@ -112,6 +150,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "limits": tuple(LimitSettings.__dataclass_fields__),
     "retry": tuple(RetrySettings.__dataclass_fields__),
     "disk": tuple(DiskSettings.__dataclass_fields__),
+    "server": ("listen", "token"),
+    "notify": ("webhook", "webhook_secret", "exec", "apprise", "events", "timeout_seconds", "give_up_hours"),
     "lipsync": (),  # validated by pairing.validate_lipsync
 }
 
@@ -199,6 +239,8 @@ def from_mapping(
         limits=_numbers(LimitSettings, data.get("limits", {}), "limits"),
         retry=_numbers(RetrySettings, data.get("retry", {}), "retry"),
         disk=_numbers(DiskSettings, data.get("disk", {}), "disk"),
+        server=_server(data.get("server", {})),
+        notify=_notify(data.get("notify", {})),
         lipsync=lipsync,
         config_path=config_path,
     )
@@ -271,6 +313,75 @@ def _path(section: Mapping[str, Any], name: str, key: str, base_dir: Path) -> Pa
     return (path if path.is_absolute() else base_dir / path).resolve()
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as (host, port); ValueError when it is not that."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _server(raw: Mapping[str, Any]) -> ServerSettings:
+    listen = raw.get("listen", ServerSettings.listen)
+    token = raw.get("token", "")
+    if not isinstance(listen, str):
+        raise ConfigError("server.listen must be a string like \"127.0.0.1:8750\" (or \"\" for off)",
+                          key="server.listen")
+    if not isinstance(token, str):
+        raise ConfigError("server.token must be a string", key="server.token")
+    settings = ServerSettings(listen=listen.strip(), token=token)
+    if settings.listen:
+        try:
+            parse_listen(settings.listen)
+        except ValueError:
+            raise ConfigError(f"server.listen must be host:port (e.g. 127.0.0.1:8750 or 0.0.0.0:8750), got "
+                              f"{listen!r}", key="server.listen") from None
+        if not settings.loopback and len(token) < 16:
+            raise ConfigError(f"server.token is required (16 characters or more) when server.listen ({listen}) "
+                              "is not a loopback address: anyone on the network could steer the daemon. "
+                              "Generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+                              key="server.token")
+    return settings
+
+
+def _notify(raw: Mapping[str, Any]) -> NotifySettings:
+    for key in ("webhook", "webhook_secret"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"notify.{key} must be a string", key=f"notify.{key}")
+    webhook = raw.get("webhook", "")
+    if webhook:
+        parsed = urlparse(webhook)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"notify.webhook must be an http(s) URL, got {webhook!r}", key="notify.webhook")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("exec", "apprise", "events"):
+        value = raw.get(key, list(NOTIFY_EVENTS) if key == "events" else [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"notify.{key} must be a list of strings", key=f"notify.{key}")
+        lists[key] = tuple(value)
+    unknown = [e for e in lists["events"] if e not in NOTIFY_EVENTS]
+    if unknown:
+        raise ConfigError(f"notify.events: unknown event {unknown[0]!r}; the events are {', '.join(NOTIFY_EVENTS)}",
+                          key="notify.events")
+    numbers = _numbers(NotifySettings, {k: v for k, v in raw.items() if k in ("timeout_seconds", "give_up_hours")},
+                       "notify")
+    return NotifySettings(webhook=webhook, webhook_secret=raw.get("webhook_secret", ""), exec=lists["exec"],
+                          apprise=lists["apprise"], events=lists["events"],
+                          timeout_seconds=numbers.timeout_seconds, give_up_hours=numbers.give_up_hours)
+
+
 def _watch(raw: Mapping[str, Any]) -> WatchSettings:
     mode = raw.get("mode", "auto")
     if not isinstance(mode, str) or mode.lower() not in WATCH_MODES:
@@ -283,7 +394,7 @@ def _numbers(cls: type, raw: Mapping[str, Any], section: str, zero_ok: frozenset
     """Build a dataclass of positive numbers, checking each value's type and sign."""
     out: dict[str, Any] = {}
     for name, f in cls.__dataclass_fields__.items():
-        if name not in raw or f.type in ("str", str):
+        if name not in raw or f.type in ("str", str) or "tuple" in str(f.type):
             continue
         value = raw[name]
         want_int = f.type in ("int", int)

@@ -21,57 +21,13 @@ from hotfolder.ledger import AmbiguousRef, Job, Ledger, reports
 from hotfolder.locks import DaemonLock
 from hotfolder.log import scrub
 from hotfolder.outcomes import lift_pause, pause_reason, paused_until
+from hotfolder.records import iso, job_record, record, summary_of  # noqa: F401 (the CLI's names)
 from hotfolder.states import TERMINAL, State
 
-TERMINAL_NAMES = frozenset(str(s) for s in TERMINAL)
 
 
 class ControlError(HotfolderError):
     """A CLI request that cannot be carried out (unknown job, wrong state…)."""
-
-
-def iso(ts: float | None) -> str | None:
-    """ISO 8601 in UTC, or None."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
-
-
-def record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One job as the contract's ``status --json`` object (a superset of the required keys), from
-    a summary row of :mod:`hotfolder.ledger.reports` or :func:`summary_of`."""
-    state = row["state"]
-    ended = state in TERMINAL_NAMES
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "state": state,
-        "remote_id": row["remote_id"],
-        "error": scrub(row["error"]) if row["error"] else None,
-        "error_code": row["error_code"],
-        "progress": row["progress"],
-        "driver": row["driver"] if state != "waiting" else None,
-        "attempts": row["attempts"],
-        "next_attempt_at": iso(row["next_attempt_at"]) if not ended else None,
-        "outputs": {k: v for k, v in (("video", row["out_video"]), ("cover", row["out_cover"])) if v},
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "finished_at": iso(row["finished_at"]),
-    }
-
-
-def summary_of(job: Job) -> dict[str, Any]:
-    """A :class:`Job` as the summary row :func:`record` takes."""
-    return {
-        "id": job.id, "name": job.name, "state": str(job.state), "remote_id": job.remote_id,
-        "error": job.error, "error_code": job.error_code, "progress": job.progress, "attempts": job.attempts,
-        "next_attempt_at": job.next_attempt_at, "created_at": job.created_at, "updated_at": job.updated_at,
-        "finished_at": job.finished_at, "driver": job.driver_kind if job.state != State.WAITING else None,
-        "out_video": job.outputs.get("video"), "out_cover": job.outputs.get("cover"),
-    }
-
-
-def job_record(job: Job) -> dict[str, Any]:
-    """One job as the contract's ``status --json`` object."""
-    return record(summary_of(job))
 
 
 def sent_params(job: Job) -> dict[str, Any]:
@@ -210,9 +166,9 @@ def retry(ledger: Ledger, settings: Settings, ref: str) -> Job:
     return queued
 
 
-def resume(ledger: Ledger) -> dict[str, Any]:
+def resume(ledger: Ledger, settings: Settings) -> dict[str, Any]:
     """Lift a billing/quota pause now (after a top-up) and make every waiting job due at once."""
-    was = lift_pause(ledger)
+    was = lift_pause(ledger, settings, "`hotfolder resume`")
     due = ledger.clear_backoff([State.QUEUED, State.UPLOADING, State.SUBMITTING, State.DOWNLOADING])
     ledger.bump_control()
     return {"was_paused": was, "jobs_due_now": due}

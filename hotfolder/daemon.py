@@ -96,6 +96,8 @@ class Daemon:
         self._pinger: WatchdogPinger | None = None
         self._reload_requested = False
         self._ready_sent = False
+        self._poll_wake = threading.Event()   # set by stop, a callback, or a reload
+        self._callbacks_seen_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -158,6 +160,7 @@ class Daemon:
         self.poll_thread.start()
         self.watcher = make_watcher(s.folders.inbox, self.wake, s.watch.mode, s.watch.poll_seconds)
         self.liveness.register("main_loop", max_silence=MAIN_LOOP_MAX_SILENCE_S)
+        self.liveness.register("poller", max_silence=MAIN_LOOP_MAX_SILENCE_S + self.settings.api.timeout_seconds * 3)
         for pool in self.pools.values():
             self.liveness.register_threads(pool.threads)
         self.liveness.register_thread(self.poll_thread)
@@ -172,6 +175,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         self.stop.set()
+        self._poll_wake.set()
         self.watcher.stop()
         deadline = time.monotonic() + STOP_GRACE_S
         for pool in self.pools.values():
@@ -367,12 +371,32 @@ class Daemon:
             self._was_low = low
         return low
 
+    def task_hint(self, remote_id: str) -> None:
+        """A callback said this task ended: the poller confirms it with ``detail`` now."""
+        self.poller.hint(remote_id)
+        self._callbacks_seen_at = self.clock()
+        self._poll_wake.set()
+
+    def _poll_interval(self) -> float:
+        """``poll_interval``, stretched (at most 3x, at most 60 s) while callbacks arrive: the
+        poller stays the source of truth, callbacks only make it act sooner."""
+        base = self.settings.watch.poll_interval
+        if self._callbacks_seen_at and self.clock() - self._callbacks_seen_at < 3600:
+            return max(base, min(base * 3, 60.0))
+        return base
+
     def _poll_loop(self) -> None:
-        interval = self.settings.watch.poll_interval
+        next_poll = 0.0
         while not self.stop.is_set():
             try:
-                if self.poller.poll_once():
+                changed = self.poller.check_hints()
+                if time.monotonic() >= next_poll:
+                    changed += self.poller.poll_once()
+                    next_poll = time.monotonic() + self._poll_interval()
+                if changed:
                     self.wake()
             except Exception:
                 log.exception("poller_crashed")
-            self.stop.wait(interval)
+            self.liveness.beat("poller", expect_wait=max(0.0, next_poll - time.monotonic()))
+            self._poll_wake.wait(max(0.0, next_poll - time.monotonic()))
+            self._poll_wake.clear()

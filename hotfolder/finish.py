@@ -15,7 +15,9 @@ from typing import Any
 from hotfolder import outbox
 from hotfolder.config import Settings
 from hotfolder.ledger import Job, Ledger
+from hotfolder.ledger.notices import Notice
 from hotfolder.log import get_logger, scrub
+from hotfolder.records import event_body
 from hotfolder.states import TERMINAL, State
 
 log = get_logger("hotfolder.finish")
@@ -43,12 +45,22 @@ def end_job(ledger: Ledger, settings: Settings, job: Job, state: State, *, error
         fields.update(error=scrub(error), error_code=code or "error")
     if state == State.DONE:
         fields.update(error=None, error_code=None, progress=100)
+    kind = {State.DONE: "done", State.FAILED: "failed"}.get(state)
+    notice = job_notice(settings, kind) if kind else None
     ended = ledger.advance(job.id, job.state, state, event=event or str(state), detail=_detail(error, code),
-                           **fields)
+                           notice=notice, **fields)
     if ended is None:
         return False
     complete_moves(ledger, settings, ended)
     return True
+
+
+def job_notice(settings: Settings, kind: str) -> Notice | None:
+    """The notification of a job's end for the targets that want ``kind`` (None if none does)."""
+    targets = settings.notify.targets(kind)
+    if not targets:
+        return None
+    return Notice(kind, targets, lambda job, event_id, at: event_body(kind, event_id, at, job=job))
 
 
 def _detail(error: str | None, code: str | None) -> dict[str, Any] | None:

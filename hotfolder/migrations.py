@@ -130,4 +130,28 @@ INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at)
   WHERE instr(detail, 'remote_id') > 0 AND json_extract(detail, '$.remote_id') IS NOT NULL;
 """
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _sql(_V2)]
+# v3: notifications recorded in the same transaction as the transition that causes them (one row
+# per event and target, delivered at least once by their own worker), and the length of the video
+# the API made (for stats and the event body).
+_V3 = """
+ALTER TABLE jobs ADD COLUMN duration_ms INTEGER;
+CREATE TABLE notifications (
+  id INTEGER PRIMARY KEY,
+  event_id TEXT NOT NULL,
+  target TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  job_id INTEGER,
+  body TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at REAL NOT NULL,
+  last_error TEXT,
+  delivered_at REAL,
+  gave_up_at REAL,
+  UNIQUE (event_id, target)
+);
+CREATE INDEX notifications_due ON notifications (next_at) WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+CREATE INDEX notifications_created ON notifications (created_at);
+"""
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _sql(_V2), _sql(_V3)]

@@ -18,7 +18,9 @@ from hotfolder import finish
 from hotfolder.config import Settings
 from hotfolder.errors import AuthError, FileRejected, InputError, RetryLater
 from hotfolder.ledger import Job, Ledger
+from hotfolder.ledger.notices import Notice
 from hotfolder.log import get_logger, job_context, scrub
+from hotfolder.records import event_body
 from hotfolder.retry import JOB_BACKOFF
 from hotfolder.states import ACTIVE, State
 
@@ -38,12 +40,19 @@ def pause_reason(ledger: Ledger) -> str | None:
     return ledger.get_value(PAUSE_REASON_KEY)
 
 
-def lift_pause(ledger: Ledger) -> bool:
-    """End a billing/quota pause (a create went through, or a person said so); True if one was on."""
+def account_notice(settings: Settings, kind: str, reason: str) -> Notice:
+    """A ``paused``/``resumed`` notification for the targets that want it (maybe none)."""
+    return Notice(kind, settings.notify.targets(kind), lambda _job, event_id, at: event_body(kind, event_id, at,
+                                                                                              reason=reason))
+
+
+def lift_pause(ledger: Ledger, settings: Settings, why: str = "a create went through") -> bool:
+    """End a billing/quota pause (a create went through, or a person said so); True if one was on.
+    Ending it is a ``resumed`` event."""
     if ledger.get_value(BILLING_KEY) is None:
         return False   # the usual case, on every create: no write
-    ledger.set_value(BILLING_KEY, None)
-    ledger.set_value(PAUSE_REASON_KEY, None)
+    ledger.record_notice(account_notice(settings, "resumed", why), {BILLING_KEY: None, PAUSE_REASON_KEY: None})
+    log.info("billing_resumed", why=why)
     return True
 
 
@@ -99,8 +108,13 @@ class Outcomes:
         """The account is out of balance (or a quota is used up): not the job's fault. Requeue the
         job and pause creates until ``retry.billing_recheck_seconds`` from now (or `resume`)."""
         until = self.clock() + self.settings.retry.billing_recheck_seconds
-        self.ledger.set_value(BILLING_KEY, str(until))
-        self.ledger.set_value(PAUSE_REASON_KEY, scrub(str(exc)))
+        values = {BILLING_KEY: str(until), PAUSE_REASON_KEY: scrub(str(exc))}
+        if self.ledger.get_value(BILLING_KEY) is None:
+            # The start of a pause (not each recheck that finds it still on) is a `paused` event.
+            self.ledger.record_notice(account_notice(self.settings, "paused", scrub(str(exc))), values)
+        else:
+            for key, value in values.items():
+                self.ledger.set_value(key, value)
         current = self.ledger.get(job.id)
         if current.state in (State.SUBMITTING, State.GENERATING):
             self.ledger.advance(current.id, current.state, State.QUEUED, event="billing_paused",

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hotfolder import finish, outbox
+from hotfolder import callbacks, finish, outbox
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
 from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, Interrupted, OutcomeUnknown,
@@ -237,8 +237,7 @@ class Pipeline:
                 # Cancelled while the create was in flight: keep the id known so no job adopts it.
                 self.ledger.remember_remote_id(job.id, remote_id)
                 return self.ledger.get(job.id)
-            if lift_pause(self.ledger):
-                log.info("billing_resumed")
+            lift_pause(self.ledger, self.settings)
             log.info("task_created", remote_id=remote_id)
         return created
 
@@ -274,7 +273,9 @@ class Pipeline:
         common: dict[str, Any] = dict(
             video_file_id=job.video_file_id, screen_width=p.get("screen_width"), screen_height=p.get("screen_height"),
             backway=p.get("backway"), drive_mode=p.get("drive_mode"), model=p.get("model"),
-            volume=p.get("volume"), callback=self.settings.api.callback_url or None)
+            volume=p.get("volume"),
+            callback=callbacks.url_with_token(self.settings.api.callback_url, self.ledger)
+            if self.settings.api.callback_url else None)
         if "audio" in job.files:
             return LipSyncRequest(audio_type="audio", audio_file_id=job.audio_file_id, **common)
         return LipSyncRequest(audio_type="tts", text=p["text"], audio_man_id=p["audio_man_id"],

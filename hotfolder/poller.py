@@ -9,6 +9,7 @@ says the account ran out of balance, which pauses submissions and requeues the j
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 from collections.abc import Callable
@@ -37,6 +38,34 @@ class Poller:
         self.client = client
         self.outcomes = outcomes
         self.clock = clock
+        self._hints: set[str] = set()
+        self._hints_lock = threading.Lock()
+
+    def hint(self, remote_id: str) -> None:
+        """The API says (a callback) that this task ended: check it with ``detail`` at once."""
+        with self._hints_lock:
+            self._hints.add(str(remote_id))
+
+    def check_hints(self) -> int:
+        """Confirm hinted tasks with ``detail`` (a callback is only a hint); returns how many changed.
+        A hint for a task no generating job has is logged and dropped."""
+        with self._hints_lock:
+            hints, self._hints = self._hints, set()
+        changed = 0
+        for remote_id in sorted(hints):
+            job = self.ledger.job_for_remote(remote_id)
+            if job is None or job.state != State.GENERATING:
+                log.info("callback_ignored", remote_id=remote_id,
+                         reason="no job follows this task" if job is None else f"its job is {job.state}")
+                continue
+            with job_context(job.id, job.name):
+                try:
+                    task = self.client.task_detail(remote_id)
+                except ApiError as exc:
+                    log.warning("callback_confirm_failed", remote_id=remote_id, error=str(exc))
+                    continue
+                changed += self._apply(job, task)
+        return changed
 
     def poll_once(self) -> int:
         """Check every generating job once; returns how many changed state."""
@@ -81,7 +110,8 @@ class Poller:
         status = task.status
         if status == STATUS_SUCCESS:
             if self.ledger.advance(job.id, State.GENERATING, State.DOWNLOADING, event="task_succeeded",
-                                   video_url=task.video_url, preview_url=task.preview_url, progress=100):
+                                   video_url=task.video_url, preview_url=task.preview_url, progress=100,
+                                   duration_ms=task.duration):
                 log.info("task_succeeded", remote_id=job.remote_id)
                 return 1
             return 0

@@ -12,6 +12,7 @@ from helpers import all_jobs
 from hotfolder.errors import LedgerError, LedgerLockedError
 from hotfolder.ledger import Ledger, filesystem_type
 from hotfolder.locks import DaemonLock
+from hotfolder.migrations import MIGRATIONS
 from hotfolder.states import State, can_move
 
 
@@ -23,7 +24,7 @@ def new_job(ledger: Ledger, name: str = "a/clip.mp4", state: State = State.QUEUE
 def test_schema_version_and_wal(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db")
     conn = sqlite3.connect(tmp_path / "l.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert ledger.integrity() == "ok"
     Ledger(tmp_path / "l.db")  # reopening does not re-run migrations

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.errors import LedgerError
+from hotfolder.ledger import notices
+from hotfolder.ledger.job import _JSON_FIELDS, AmbiguousRef, Job
 from hotfolder.mounts import filesystem_type
 from hotfolder.migrations import MIGRATIONS
 from hotfolder.states import TERMINAL, State, check_move
@@ -28,62 +30,6 @@ BUSY_TIMEOUT_S = 30.0
 # Filesystems on which SQLite's WAL (shared memory + POSIX locks) is unsafe.
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs",
               "fuse.sshfs", "davfs", "fuse.rclone", "lustre", "ncpfs"}
-_JSON_FIELDS = ("files", "inputs", "params", "outputs")
-
-
-class AmbiguousRef(KeyError):
-    """A job reference (file name or stem) that names several jobs."""
-
-    def __init__(self, ref: str, names: list[str]) -> None:
-        super().__init__(ref)
-        self.ref = ref
-        self.names = names
-
-
-@dataclass(frozen=True)
-class Job:
-    """A snapshot of one row of ``jobs`` with its JSON columns decoded."""
-
-    id: int
-    name: str
-    rel_dir: str
-    stem: str
-    state: State
-    files: dict[str, str]
-    inputs: dict[str, dict[str, Any]]
-    params: dict[str, Any]
-    outputs: dict[str, str] = field(default_factory=dict)
-    video_file_id: str | None = None
-    audio_file_id: str | None = None
-    remote_id: str | None = None
-    create_intent_at: float | None = None
-    progress: int = 0
-    video_url: str | None = None
-    preview_url: str | None = None
-    attempts: int = 0
-    next_attempt_at: float = 0.0
-    first_trouble_at: float | None = None
-    last_error_kind: str | None = None
-    same_error_count: int = 0
-    error: str | None = None
-    error_code: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    finished_at: float | None = None
-    moves_pending: bool = False   # ended, and its inputs are not all moved yet
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Job":
-        data = dict(row)
-        for key in _JSON_FIELDS:
-            data[key] = json.loads(data[key]) if data.get(key) else {}
-        data["state"] = State(data["state"])
-        data["moves_pending"] = bool(data.get("moves_pending"))
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-    @property
-    def driver_kind(self) -> str:
-        return "audio" if "audio" in self.files else "text"
 
 
 class Ledger:
@@ -93,8 +39,10 @@ class Ledger:
         self.path = Path(path)
         self.clock = clock
         self._local = threading.local()
-        # Called after each state change made through this object (the daemon wakes its loop).
-        self.listeners: list[Callable[[], None]] = []
+        # Called after each state change made through this object with (job, from_state); the
+        # daemon's metrics listen. notice_listeners: a notification was recorded (wake its worker).
+        self.listeners: list[Callable[[Job | None, str | None], None]] = []
+        self.notice_listeners: list[Callable[[], None]] = []
         fstype = filesystem_type(self.path.parent if self.path.parent.exists() else Path("/"))
         if fstype in NETWORK_FS or (fstype is not None and fstype.startswith("fuse.")):
             raise LedgerError(
@@ -191,12 +139,13 @@ class Ledger:
         }
         with self.transaction() as conn:
             cur = conn.execute(
-                f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
-            )
-            job_id = int(cur.lastrowid or 0)
-            self._event(conn, job_id, "created", None, str(state), {"error": error} if error else None)
-        self._changed()
-        return job_id
+                f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) RETURNING *",
+                list(row.values()))
+            job = Job.from_row(dict(zip([d[0] for d in cur.description], cur.fetchone())))
+            cur.fetchall()
+            self._event(conn, job.id, "created", None, str(state), {"error": error} if error else None)
+        self._changed(job, None)
+        return job.id
 
     def get(self, job_id: int) -> Job:
         """The job with this id (``KeyError`` if there is none)."""
@@ -257,6 +206,11 @@ class Ledger:
             "OR moves_pending = 1) ORDER BY id DESC LIMIT 1", [name, *terminal])
         return Job.from_row(rows[0]) if rows else None
 
+    def job_for_remote(self, remote_id: str) -> Job | None:
+        """The newest job following this remote task, if any (indexed)."""
+        rows = self._rows("SELECT * FROM jobs WHERE remote_id = ? ORDER BY id DESC LIMIT 1", [str(remote_id)])
+        return Job.from_row(rows[0]) if rows else None
+
     def unknown_remote_ids(self, remote_ids: Iterable[str]) -> set[str]:
         """Those of ``remote_ids`` that no job has ever recorded (candidates for adoption)."""
         ids = sorted({str(r) for r in remote_ids})
@@ -275,22 +229,25 @@ class Ledger:
             self._event(conn, job_id, kind, None, None, {"remote_id": remote_id})
 
     def advance(self, job_id: int, src: State, dst: State, *, event: str | None = None,
-                detail: dict[str, Any] | None = None, **fields: Any) -> Job | None:
-        """Move ``job_id`` from ``src`` to ``dst`` (compare-and-set), setting ``fields`` too.
+                detail: dict[str, Any] | None = None, notice: notices.Notice | None = None,
+                **fields: Any) -> Job | None:
+        """Move ``job_id`` from ``src`` to ``dst`` (compare-and-set), setting ``fields`` too; a
+        ``notice`` is recorded in the same transaction (delivered later, at least once).
 
         Returns the updated job, or None (and changes nothing) if the job is no longer in ``src``.
         """
         check_move(src, dst)
-        return self._set(job_id, src, dst, event or "state", detail, fields)
+        return self._set(job_id, src, dst, event or "state", detail, fields, notice)
 
     def update(self, job_id: int, state: State, *, event: str | None = None,
                detail: dict[str, Any] | None = None, **fields: Any) -> Job | None:
         """Record a checkpoint (``fields``) on a job that must still be in ``state``; returns the
         updated job, or None if it is no longer in ``state``."""
-        return self._set(job_id, state, None, event, detail, fields)
+        return self._set(job_id, state, None, event, detail, fields, None)
 
     def _set(self, job_id: int, src: State, dst: State | None, event: str | None,
-             detail: dict[str, Any] | None, fields: dict[str, Any]) -> Job | None:
+             detail: dict[str, Any] | None, fields: dict[str, Any],
+             notice: notices.Notice | None) -> Job | None:
         now = self.clock()
         values = {k: (json.dumps(v) if k in _JSON_FIELDS else v) for k, v in fields.items()}
         if dst is not None:
@@ -310,8 +267,12 @@ class Ledger:
                 self._remember_remote(conn, job_id, str(fields["remote_id"]))
             if event or dst is not None:
                 self._event(conn, job_id, event or "state", str(src), str(dst or src), detail)
+            if notice is not None:
+                notices.insert(conn, notice, job, self.clock())
         if dst is not None:
-            self._changed()
+            self._changed(job, str(src))
+        if notice is not None and notice.targets:
+            self._noticed()
         return job
 
     def _remember_remote(self, conn: sqlite3.Connection, job_id: int, remote_id: str) -> None:
@@ -348,13 +309,30 @@ class Ledger:
             cur = conn.execute(f"UPDATE jobs SET next_attempt_at = 0 WHERE state IN ({', '.join('?' * len(wanted))}) "
                                "AND next_attempt_at > 0", wanted)
             n = cur.rowcount
-        self._changed()
         return n
 
     # -- telling the daemon that something changed --------------------------------------------
-    def _changed(self) -> None:
+    def _changed(self, job: Job | None, src: str | None) -> None:
         for listener in list(self.listeners):
-            listener()
+            try:
+                listener(job, src)
+            except Exception:   # a listener (metrics) must never undo or break a transition
+                pass
+
+    def _noticed(self) -> None:
+        for listener in list(self.notice_listeners):
+            with contextlib.suppress(Exception):
+                listener()
+
+    def record_notice(self, notice: notices.Notice, values: dict[str, str | None] | None = None) -> None:
+        """Record an account-wide notice (paused, resumed) together with key/value changes, in
+        one transaction."""
+        with self.transaction() as conn:
+            for key, value in (values or {}).items():
+                self._set_value(conn, key, value)
+            notices.insert(conn, notice, None, self.clock())
+        if notice.targets:
+            self._noticed()
 
     def bump_control(self) -> int:
         """Tell a running daemon (another process) to look again now: a person changed something."""
@@ -403,13 +381,17 @@ class Ledger:
         return rows[0]["value"] if rows else None
 
     def set_value(self, key: str, value: str | None) -> None:
+        """Set (or, with None, delete) a key."""
         with self.transaction() as conn:
-            if value is None:
-                conn.execute("DELETE FROM kv WHERE key = ?", [key])
-            else:
-                conn.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) "
-                             "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                             [key, value, self.clock()])
+            self._set_value(conn, key, value)
+
+    def _set_value(self, conn: sqlite3.Connection, key: str, value: str | None) -> None:
+        if value is None:
+            conn.execute("DELETE FROM kv WHERE key = ?", [key])
+        else:
+            conn.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                         [key, value, self.clock()])
 
     def compare_and_set_value(self, key: str, expected: str | None, value: str) -> bool:
         """Set ``key`` to ``value`` only if it currently holds ``expected``."""
