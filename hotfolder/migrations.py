@@ -107,6 +107,7 @@ UPDATE jobs SET moves_pending = 1 WHERE json_extract(outputs, '$.moves_pending')
 UPDATE jobs SET outputs = json_remove(outputs, '$.moves_pending') WHERE instr(outputs, 'moves_pending') > 0;
 CREATE INDEX jobs_moves_pending ON jobs (id) WHERE moves_pending = 1;
 CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_state_finished ON jobs (state, finished_at);
 CREATE INDEX jobs_stem ON jobs (stem);
 CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state;

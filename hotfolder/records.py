@@ -22,11 +22,17 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
+def _iso_of(row: Mapping[str, Any], key: str) -> str | None:
+    pre = row.get(f"{key}_iso", False)
+    return pre if pre is not False else iso(row[key])
+
+
 def record(row: Mapping[str, Any]) -> dict[str, Any]:
     """One job as the contract's ``status --json`` object (a superset of the required keys), from
-    a summary row of :mod:`hotfolder.ledger.reports` or :func:`summary_of`."""
+    a summary row of :mod:`hotfolder.ledger.reports` (times already formatted by SQLite) or
+    :func:`summary_of`."""
     state = row["state"]
-    ended = state in TERMINAL_NAMES
+    video, cover = row["out_video"], row["out_cover"]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -37,11 +43,12 @@ def record(row: Mapping[str, Any]) -> dict[str, Any]:
         "progress": row["progress"],
         "driver": row["driver"] if state != "waiting" else None,
         "attempts": row["attempts"],
-        "next_attempt_at": iso(row["next_attempt_at"]) if not ended else None,
-        "outputs": {k: v for k, v in (("video", row["out_video"]), ("cover", row["out_cover"])) if v},
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "finished_at": iso(row["finished_at"]),
+        "next_attempt_at": _iso_of(row, "next_attempt_at") if state not in TERMINAL_NAMES else None,
+        "outputs": ({"video": video, "cover": cover} if video and cover else
+                    {k: v for k, v in (("video", video), ("cover", cover)) if v}),
+        "created_at": _iso_of(row, "created_at"),
+        "updated_at": _iso_of(row, "updated_at"),
+        "finished_at": _iso_of(row, "finished_at"),
     }
 
 

@@ -35,10 +35,12 @@ from hotfolder.errors import (ApiError, AuthError, BillingPaused, OutcomeUnknown
 CODE_OK = 0
 CODES_AUTH = (10400, 10401)
 CODE_RATE = 40001
+CODE_QUOTA = 40002   # production-duration quota used up (documented for the vendor's TTS product)
 CODES_PARAM = (400, 40000)
 CODE_INTERNAL = 50000
 
-BILLING_WORDS = ("余额不足", "蝉豆不足", "扣费失败", "欠费", "insufficient balance")
+BILLING_WORDS = ("余额不足", "蝉豆不足", "扣费失败", "欠费", "insufficient balance", "额度不足", "额度已用完",
+                 "配额", "时长不足", "quota")
 NOT_READY_WORDS = ("未完成上传", "未上传完成", "未就绪", "not ready", "not finished uploading")
 AT_FAULT_WORDS = ("表情", "emoji", "无权限", "没有权限", "no permission", "permission denied", "参数",
                   "parameter", "不支持", "unsupported", "敏感", "违规", "超长", "too long")
@@ -67,7 +69,8 @@ def classify(code: int | None, msg: str, *, endpoint: str, trace_id: str | None 
         return AuthError(msg, **kw)
     if code == CODE_RATE:
         return RateLimited(msg, retry_after=retry_after, **kw)
-    if endpoint == "create" and is_billing_message(msg):
+    if endpoint == "create" and (code == CODE_QUOTA or is_billing_message(msg)):
+        # Out of balance or over a quota: not the job's fault; the pipeline pauses creates.
         return BillingPaused(msg, **kw)
     if endpoint == "access_token" and code in CODES_PARAM:
         return AuthError(f"the API refused the app_id/secret_key: {msg}", **kw)

@@ -67,7 +67,7 @@ truncate_rate             0           downloads that send the full Content-Lengt
 fail_task_rate            0           tasks that end with status 30
 reject_file_rate          0           uploads that end in status 98
 balance_creates           None        creates left before the account is out of balance
-balance_mode              "refuse"    out of balance: "refuse" -> create answers 50000
+balance_mode              "refuse"    out of balance: "refuse" -> create answers 50000; "quota" -> 40002
                                       "余额不足..."; "fail_task" -> the task ends 30 "蝉豆不足..."
 emit_callbacks            True        POST callbacks when tasks end (off: they are skipped)
 ========================  ==========  =========================================================

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-BALANCE_MODES = ("refuse", "fail_task")
+BALANCE_MODES = ("refuse", "fail_task", "quota")
 
 
 @dataclass
@@ -68,7 +68,8 @@ SETTING_HELP: dict[str, str] = {
     "fail_task_rate": "fraction of tasks that end in status 30",
     "reject_file_rate": "fraction of uploaded files that end in status 98",
     "balance_creates": "creates left before the account is out of balance (unset = unlimited)",
-    "balance_mode": "out of balance: 'refuse' (create answers 50000) or 'fail_task' (task ends 30)",
+    "balance_mode": "out of balance: 'refuse' (create answers 50000), 'fail_task' (task ends 30) or 'quota' "
+                    "(create answers 40002, the duration quota is used up)",
     "emit_callbacks": "POST the task to its callback URL when it ends",
 }
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from hotfolder.sandbox import storage
 from hotfolder.sandbox.faults import Faults
 from hotfolder.sandbox.records import (
-    FILE_MSGS, FILE_RETENTION, MSG_EMPTY_FILE, MSG_NO_BALANCE_REFUSE, MSG_NO_BALANCE_TASK,
+    CODE_QUOTA, FILE_MSGS, FILE_RETENTION, MSG_EMPTY_FILE, MSG_NO_BALANCE_REFUSE, MSG_NO_QUOTA, MSG_NO_BALANCE_TASK,
     MSG_NOT_READY, MSG_TASK_FAILED, SERVICES, STATE_VERSION, TOKEN_ALPHABET, FileRecord,
     TaskRecord, Token,
 )
@@ -278,6 +278,8 @@ class State:
             if self.creates_left == 0:
                 if s.balance_mode == "refuse":
                     raise ApiFailure(CODE_INTERNAL, MSG_NO_BALANCE_REFUSE)
+                if s.balance_mode == "quota":
+                    raise ApiFailure(CODE_QUOTA, MSG_NO_QUOTA)
                 fail_msg, fail_early = fail_msg or MSG_NO_BALANCE_TASK, True
             elif self.creates_left is not None:
                 self.creates_left -= 1
