@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from hotfolder import config, finish, reload
 from hotfolder.chanjing import CallRecord, ChanjingClient
@@ -32,6 +33,8 @@ from hotfolder.ledger.reports import prune
 from hotfolder.liveness import Liveness, WatchdogPinger, folder_present, folder_writable, start_watchdog, status_line
 from hotfolder.locks import DaemonLock, LedgerTokenStore
 from hotfolder.log import get_logger, register_secret
+from hotfolder.metrics import Metrics
+from hotfolder.notify import NotifyWorker
 from hotfolder.outbox import free_bytes
 from hotfolder.outcomes import Outcomes
 from hotfolder.pipeline import Pipeline
@@ -43,12 +46,16 @@ from hotfolder.trouble import ApiTrouble, current
 from hotfolder.watcher import make_watcher
 from hotfolder.workers import StagePool
 
+if TYPE_CHECKING:   # starlette/uvicorn are imported only when the listener is on
+    from hotfolder.server import Listener
+
 log = get_logger("hotfolder.daemon")
 STOP_GRACE_S = 7.0
 CONTROL_POLL_S = 1.0          # how often the loop looks for a person's command from another process
 ONCE_INBOX_GRACE_S = 10.0     # `run --once`: how long a missing inbox may take to come back
 PRUNE_EVERY_S = 86400.0
 MAIN_LOOP_MAX_SILENCE_S = 90.0   # one turn may take this long beyond its planned wait
+NOTIFY_DRAIN_S = 10.0   # `run --once`: how long its notifications may take to go out before it exits
 EXIT_OK, EXIT_FAILED, EXIT_INBOX_MISSING = 0, 1, 3
 STAGE_OF = {State.QUEUED: "upload", State.UPLOADING: "upload", State.SUBMITTING: "submit",
             State.DOWNLOADING: "download"}
@@ -79,12 +86,13 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
                  clock: Callable[[], float] = time.time, client: ChanjingClient | None = None,
                  inbox_grace: float = ONCE_INBOX_GRACE_S, notifier: Notifier | None = None,
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None, loop_max_silence: float = MAIN_LOOP_MAX_SILENCE_S) -> None:
         self.settings = settings
         self.once = once
         self.stop = stop or threading.Event()
         self.clock = clock
         self.inbox_grace = inbox_grace
+        self.loop_max_silence = loop_max_silence
         self._wake = threading.Event()
         self._client = client
         self._running: set[int] = set()
@@ -97,6 +105,7 @@ class Daemon:
         self._reload_requested = False
         self._ready_sent = False
         self._poll_wake = threading.Event()   # set by stop, a callback, or a reload
+        self.listener: Listener | None = None
         self._callbacks_seen_at = 0.0
 
     def wake(self) -> None:
@@ -133,13 +142,20 @@ class Daemon:
         s = self.settings
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
+        for secret in (s.api.secret_key, s.server.token, s.notify.webhook_secret):
+            register_secret(secret)
         self.ledger = ledger = Ledger(s.ledger_path, clock=self.clock)
+        self.metrics = Metrics(ledger, clock=self.clock)
+        ledger.listeners.append(self.metrics.on_transition)
         self.trouble = ApiTrouble(ledger, s.api.base_url, clock=self.clock)
-        self.client = self._client or make_client(s, ledger, stop=self.stop, observer=self.trouble.record)
+        self.client = self._client or make_client(s, ledger, stop=self.stop, observer=self._observe_call)
         self.outcomes = Outcomes(s, ledger, clock=self.clock)
+        self.notify = NotifyWorker(s, ledger, self.stop, clock=self.clock, metrics=self.metrics)
+        ledger.notice_listeners.append(self.notify.wake)
+        self.notify.start()
         self.pipeline = Pipeline(s, ledger, self.client, stop=self.stop, clock=self.clock, wake=self.wake,
-                                 outcomes=self.outcomes)
-        self.poller = Poller(s, ledger, self.client, self.outcomes, self.clock)
+                                 outcomes=self.outcomes, metrics=self.metrics)
+        self.poller = Poller(s, ledger, self.client, self.outcomes, self.clock, metrics=self.metrics)
         self.once_state = _Once()
         only: set[str] | None = None
         if self.once:
@@ -159,33 +175,61 @@ class Daemon:
         self.poll_thread = threading.Thread(target=self._poll_loop, name="hotfolder-poller", daemon=True)
         self.poll_thread.start()
         self.watcher = make_watcher(s.folders.inbox, self.wake, s.watch.mode, s.watch.poll_seconds)
-        self.liveness.register("main_loop", max_silence=MAIN_LOOP_MAX_SILENCE_S)
-        self.liveness.register("poller", max_silence=MAIN_LOOP_MAX_SILENCE_S + self.settings.api.timeout_seconds * 3)
+        self.liveness.register("main_loop", max_silence=self.loop_max_silence)
+        self.liveness.register("poller", max_silence=self.loop_max_silence + self.settings.api.timeout_seconds * 3)
         for pool in self.pools.values():
             self.liveness.register_threads(pool.threads)
         self.liveness.register_thread(self.poll_thread)
+        if self.notify.thread is not None:
+            self.liveness.register_thread(self.notify.thread)
         self.liveness.add_check(folder_present(s.folders.inbox, "inbox"))
         self.liveness.add_check(folder_writable(s.ledger_path.parent, "ledger folder"))
         self._pinger = start_watchdog(self.notifier, self.liveness, self.stop)
+        self.listener = self._start_listener()
         self.control_seq = ledger.control_seq()
         self.next_rescan = 0.0
         self.next_control = 0.0
         self.next_prune = self.clock() + 60.0   # not in the start-up path
 
     def _shutdown(self) -> None:
+        if self.once and not self.stop.is_set():
+            # `run --once` ends after its jobs: let their notifications go out first (what cannot
+            # go now stays in the ledger for the next run).
+            self.notify.drain(NOTIFY_DRAIN_S)
         self.notifier.stopping()
         self.stop.set()
         self._poll_wake.set()
+        deadline = time.monotonic() + STOP_GRACE_S   # the listener's stop comes out of the same grace
+        if self.listener is not None:
+            self.listener.stop()   # at most ~2.5 s; callbacks are pointless now
         self.watcher.stop()
-        deadline = time.monotonic() + STOP_GRACE_S
         for pool in self.pools.values():
             pool.close()
         for pool in self.pools.values():
             pool.join(deadline)
         self.poll_thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.notify.join(timeout=max(0.0, min(1.5, deadline - time.monotonic())))
         if self._pinger is not None:
             self._pinger.join(timeout=1.0)
         log.info("daemon_stop", jobs=self.ledger.counts())
+
+    def _observe_call(self, record: CallRecord) -> None:
+        """The client's observer: API trouble (for status) and metrics both see every call."""
+        for observe in (self.trouble.record, self.metrics.observe_call):
+            try:
+                observe(record)
+            except Exception:   # one observer's bug must not hide the call from the other
+                log.exception("api_observer_failed", endpoint=record.endpoint)
+
+    def _start_listener(self) -> Listener | None:
+        """The HTTP listener (health, metrics, callbacks), or None when it is off or cannot bind
+        (logged by the listener; the daemon goes on without it)."""
+        if not self.settings.server.listen:
+            return None
+        from hotfolder.server import Listener
+
+        listener = Listener(self.settings, self.ledger, self.liveness, self.metrics, self.task_hint, self.clock)
+        return listener if listener.start() else None
 
     def _run(self) -> int:
         self._start()
@@ -264,6 +308,7 @@ class Daemon:
         self.pipeline.reconfigure(merged)
         self.poller.settings = merged
         self.intake.reconfigure(merged)
+        self.notify.reconfigure(merged)
         if "watch" in applied:
             self.watcher.stop()
             self.watcher = make_watcher(merged.folders.inbox, self.wake, merged.watch.mode, merged.watch.poll_seconds)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotfolder import callbacks, finish, outbox
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
@@ -27,6 +27,9 @@ from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
 from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
+
+if TYPE_CHECKING:
+    from hotfolder.metrics import Metrics
 
 log = get_logger("hotfolder.pipeline")
 
@@ -51,13 +54,14 @@ class Pipeline:
     def __init__(self, settings: Settings, ledger: Ledger, client: ChanjingClient, *,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, wake: Callable[[], None] | None = None,
-                 outcomes: Outcomes | None = None) -> None:
+                 outcomes: Outcomes | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.client = client
         self.stop = stop or threading.Event()
         self.clock = clock
         self.wake = wake or (lambda: None)
+        self.metrics = metrics
         self.outcomes = outcomes or Outcomes(settings, ledger, clock=clock, rng=rng or random.Random())
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
         self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
@@ -107,6 +111,8 @@ class Pipeline:
     # -- upload -------------------------------------------------------------------------------
     def upload(self, job: Job) -> Job:
         """queued/uploading → submitting: every input uploaded (or reused) and ready."""
+        # Timed only when the whole stage runs in this call (not a step resumed after a restart).
+        stage_started = time.monotonic() if job.state == State.QUEUED else None
         if job.state == State.QUEUED:
             started = self.ledger.advance(job.id, State.QUEUED, State.UPLOADING, event="upload_started")
             if started is None:
@@ -126,8 +132,10 @@ class Pipeline:
             file_id = getattr(job, FILE_ID_FIELD[role])
             if file_id:
                 self.client.wait_file_ready(file_id, timeout=self.settings.retry.file_ready_timeout, stop=self.stop)
-        return self.ledger.advance(job.id, State.UPLOADING, State.SUBMITTING, event="files_ready") \
-            or self.ledger.get(job.id)
+        ready = self.ledger.advance(job.id, State.UPLOADING, State.SUBMITTING, event="files_ready")
+        if ready is not None and stage_started is not None and self.metrics is not None:
+            self.metrics.observe_stage("upload", time.monotonic() - stage_started)
+        return ready or self.ledger.get(job.id)
 
     def _verify_inputs(self, job: Job) -> Job:
         """Re-hash the inputs: a file changed since it was taken starts the job over."""
@@ -172,6 +180,8 @@ class Pipeline:
             if self.stop.is_set():
                 raise NotNow("stopping", self.clock())
             file_id = self.client.upload(path, service, name=f"{job.stem}{path.suffix.lower()}")
+        if self.metrics is not None:
+            self.metrics.observe_bytes("upload", int(facts["size"]))
         st = path.stat()
         if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
             raise RetryLater(f"{path.name} changed while it was uploading; it will be uploaded again")
@@ -284,6 +294,7 @@ class Pipeline:
     # -- download -----------------------------------------------------------------------------
     def download(self, job: Job) -> None:
         """downloading → done: results placed atomically in the outbox, inputs archived."""
+        stage_started = time.monotonic()
         out_dir = outbox.safe_join(self.settings.folders.outbox, job.rel_dir) if job.rel_dir \
             else self.settings.folders.outbox
         if "video" not in job.outputs:
@@ -316,14 +327,18 @@ class Pipeline:
                 continue
             with self.download_slots:
                 try:
-                    self.client.download(url, tmp)
+                    size = self.client.download(url, tmp)
                 except UrlExpired:
                     job = self._refresh_urls(job)
                     fresh = job.video_url if role == "video" else job.preview_url
-                    self.client.download(fresh or url, tmp)
+                    size = self.client.download(fresh or url, tmp)
+            if self.metrics is not None:
+                self.metrics.observe_bytes("download", size)
             outbox.place(tmp, final)
             log.info("output_placed", role=role, path=str(final))
         finish.end_job(self.ledger, self.settings, self.ledger.get(job.id), State.DONE, event="done")
+        if self.metrics is not None:
+            self.metrics.observe_stage("download", time.monotonic() - stage_started)
         log.info("job_done")
 
     def _refresh_urls(self, job: Job) -> Job:

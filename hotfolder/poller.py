@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
-
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 
 from hotfolder.chanjing import ChanjingClient
 from hotfolder.chanjing.mapping import is_billing_message
@@ -23,6 +23,9 @@ from hotfolder.log import get_logger, job_context
 from hotfolder.outcomes import Outcomes
 from hotfolder.states import State
 
+if TYPE_CHECKING:
+    from hotfolder.metrics import Metrics
+
 log = get_logger("hotfolder.poller")
 STATUS_SUCCESS, STATUS_FAILED = 20, 30
 PAGE_SIZE = 50
@@ -32,12 +35,13 @@ class Poller:
     """Follows tasks in flight; called by the daemon every ``poll_interval``."""
 
     def __init__(self, settings: Settings, ledger: Ledger, client: ChanjingClient, outcomes: Outcomes,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
         self.client = client
         self.outcomes = outcomes
         self.clock = clock
+        self.metrics = metrics
         self._hints: set[str] = set()
         self._hints_lock = threading.Lock()
 
@@ -113,6 +117,9 @@ class Poller:
                                    video_url=task.video_url, preview_url=task.preview_url, progress=100,
                                    duration_ms=task.duration):
                 log.info("task_succeeded", remote_id=job.remote_id)
+                if self.metrics is not None and job.create_intent_at:
+                    # From the create's intent (just before it was sent) to the first sight of success.
+                    self.metrics.observe_stage("generation", max(0.0, self.clock() - job.create_intent_at))
                 return 1
             return 0
         if status == STATUS_FAILED:

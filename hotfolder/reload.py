@@ -20,7 +20,7 @@ from hotfolder.log import get_logger
 from hotfolder.states import State
 
 log = get_logger("hotfolder.reload")
-RESTART_ONLY = ("api", "folders", "ledger_path")
+RESTART_ONLY = ("api", "folders", "ledger_path", "server")
 NOT_YET_SUBMITTED = (State.QUEUED, State.UPLOADING, State.SUBMITTING)
 
 

@@ -32,6 +32,8 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
         "limits": {"creates_per_minute": 600, "file_calls_per_minute": 6000, "queries_per_second": 200},
         "retry": {"file_ready_timeout": 30},
         "lipsync": {"audio_man_id": VOICE},
+        # Off unless a test is about it: parallel runs must not fight over the default port.
+        "server": {"listen": ""},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -85,6 +87,15 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the caller binds it soon after)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def all_jobs(ledger: Any) -> list[Any]:

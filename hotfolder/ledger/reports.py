@@ -151,9 +151,9 @@ def prune(ledger: Ledger, before: float, *, vacuum: bool = False) -> dict[str, i
 
 
 def oldest_created_at(ledger: Ledger, state: str) -> float | None:
-    """When the oldest job now in ``state`` was recorded (state index; jobs in flight only)."""
-    row = ledger.conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", [state]).fetchone()
-    return row[0] if row and row[0] is not None else None
+    """When the oldest job now in ``state`` was recorded: one index seek (ids grow with time)."""
+    row = ledger.conn.execute("SELECT created_at FROM jobs WHERE state = ? ORDER BY id LIMIT 1", [state]).fetchone()
+    return row[0] if row else None
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:

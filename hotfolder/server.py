@@ -1,0 +1,538 @@
+"""The local HTTP listener: ``/healthz``, ``/metrics``, the API's ``/callback`` and (later) the dashboard.
+
+Why Starlette served by uvicorn, in one background thread of the daemon:
+
+- both are small, widely used and well kept; routing, HTTP parsing, keep-alive and a clean
+  shutdown are theirs, not hand-written here on top of ``http.server``;
+- request bodies arrive as a stream (``Request.stream()``): the callback's size limit is enforced
+  while reading, and the dashboard's uploads (later) can go to disk without being held in memory;
+- it is asynchronous: an idle keep-alive connection or a dashboard's short-polling costs a few
+  kilobytes in the event loop, never a thread each, so a browser tab left open cannot eat the
+  daemon's threads.
+
+Everything that may block (the ledger's SQLite, the disk, the daemon's ``task_hint``) runs on
+one helper thread (``hotfolder-listener-io``), never in the event loop, so a slow disk delays an
+answer but never stalls the listener; that thread has its own ledger connection (the ledger
+gives each thread one). The listener binds its socket itself, before uvicorn runs, so a port
+already taken is known at once, logged with what to do, and :meth:`Listener.start` returns False:
+the daemon goes on without it. uvicorn installs no signal handlers (the daemon owns SIGTERM/SIGHUP)
+and configures no logging: its few messages are routed into hotfolder's structlog, access logs
+are off (the callback's URL carries a secret token).
+
+Authentication: on a loopback address every endpoint is open (only this machine reaches it).
+Otherwise every endpoint but ``/healthz`` (for probes and load balancers) and ``/callback``
+(which has its own secret token) needs ``Authorization: Bearer <[server] token>``; the check is
+one function, :meth:`Listener.authorized`, where the dashboard's login cookie will be accepted too.
+No response and no log line ever holds a secret (API secret key, access token, webhook secret,
+server token, callback token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import hmac
+import logging
+import queue
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hotfolder import __version__, callbacks
+from hotfolder.config import Settings, is_loopback
+from hotfolder.ledger import Ledger
+from hotfolder.liveness import Liveness, folder_present
+from hotfolder.log import get_logger, scrub
+from hotfolder.metrics import Metrics
+from hotfolder.outcomes import pause_reason, paused_until
+from hotfolder.records import iso
+from hotfolder.trouble import current as current_trouble
+
+log = get_logger("hotfolder.server")
+T = TypeVar("T")
+
+MAX_CALLBACK_BYTES = 64 * 1024   # a task callback is a small JSON object; anything bigger is not one
+MAX_TASK_ID_CHARS = 200
+HEALTH_TIMEOUT_S = 5.0           # /healthz answers 503 rather than hang when the disk or ledger hangs
+PROBE_BUSY_S = 0.5               # the write probe waits this long for a writer's lock, then counts it busy
+PROBE_CACHE_S = 1.0              # probes at most once a second, however often /healthz is asked
+LEDGER_MIN_FREE_BYTES = 1 << 20  # below this, SQLite cannot be trusted to commit (WAL pages, checkpoints)
+START_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 2.5             # stop() returns within this (the daemon's whole budget is 10 s)
+OPEN_PATHS = frozenset({"/healthz", "/callback"})
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+# -- uvicorn, tamed ---------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """uvicorn's server without signal handling (the daemon owns the signals), telling when it
+    listens (or failed to)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    def capture_signals(self) -> Any:
+        # uvicorn already skips this off the main thread; overriding makes it explicit and
+        # independent of that detail (older uvicorn versions installed handlers unconditionally).
+        return _nothing()
+
+    def install_signal_handlers(self) -> None:   # uvicorn < 0.29 called this one
+        return None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _nothing() -> _Nothing:
+    return _Nothing()
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn logs through stdlib logging; its lines go to hotfolder's structlog instead of the
+    root logger (which, unconfigured, would print raw lines on stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = scrub(record.getMessage())
+        except Exception:
+            message = scrub(str(record.msg))
+        if record.exc_info:
+            log.error("listener_request_crashed", message=message, exc_info=record.exc_info)
+        elif record.levelno >= logging.WARNING:
+            log.warning("listener_server_warning", message=message)
+        else:
+            log.debug("listener_server", message=message)
+
+
+_bridge_lock = threading.Lock()
+_bridge: _ToStructlog | None = None
+
+
+def _route_uvicorn_logs() -> None:
+    """Install the bridge once per process (several listeners, e.g. in tests, share it)."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is not None:
+            return
+        _bridge = _ToStructlog(level=logging.WARNING)
+        root = logging.getLogger("uvicorn")   # parent of uvicorn.error / uvicorn.asgi
+        root.addHandler(_bridge)
+        root.setLevel(logging.WARNING)        # its INFO lines ("Started server process") are noise here
+        root.propagate = False
+
+
+# -- the blocking side ------------------------------------------------------------------------------
+class _IoThread:
+    """One thread that runs the listener's blocking calls, in order, off the event loop."""
+
+    def __init__(self, name: str, on_exit: Callable[[], None]) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._on_exit = on_exit
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                future, fn, args = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:   # handed to the awaiting request, never lost
+                    future.set_exception(exc)
+        finally:
+            try:
+                self._on_exit()   # e.g. close this thread's ledger connection
+            except Exception:
+                pass
+
+    def close(self, timeout: float) -> None:
+        self._queue.put(None)
+        self.thread.join(timeout)
+
+
+# -- answers --------------------------------------------------------------------------------------
+class _Guard:
+    """ASGI middleware: every request but those to :data:`OPEN_PATHS` must be authorized."""
+
+    def __init__(self, app: ASGIApp, authorized: Callable[[Headers], bool]) -> None:
+        self.app = app
+        self.authorized = authorized
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") not in OPEN_PATHS \
+                and not self.authorized(Headers(scope=scope)):
+            response = JSONResponse(
+                {"error": "unauthorized",
+                 "hint": "this listener is not on a loopback address: send 'Authorization: Bearer <token>' "
+                         "with the [server] token of the daemon's config"},
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="hotfolder"', **NO_STORE})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _contained(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` whose crash becomes a 500 answer and one structured log line. Left to
+    uvicorn, a crash would be logged as raw text and the connection closed under the client."""
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception:
+            log.exception("listener_request_crashed", path=request.url.path)   # the path only: no query token
+            return JSONResponse({"error": "internal error; see the daemon's log"}, status_code=500)
+    return run
+
+
+PLACEHOLDER_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hotfolder</title></head>
+<body><h1>hotfolder {__version__}</h1><p>The dashboard is coming. Meanwhile:
+<a href="/healthz">/healthz</a> and <a href="/metrics">/metrics</a>.</p></body></html>
+"""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (the first address ``host`` resolves to)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Lets a restarted daemon bind while the old connections sit in TIME_WAIT. On Linux it
+        # does NOT allow two live listeners on one port (that would need SO_REUSEPORT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_advice(exc: OSError, host: str, port: int) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"'{host}' does not resolve to an address: set [server] listen to an IP address, e.g. 127.0.0.1:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} is already taken by another program (another hotfolder?): stop it, or set "
+                f"[server] listen to a free port; `ss -ltnp 'sport = :{port}'` shows who holds it")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"{host} is not an address of this machine: set [server] listen to one of its addresses, "
+                f"127.0.0.1 (this machine only) or 0.0.0.0 (every interface, with a token)")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"binding port {port} is not permitted (ports below 1024 need privileges): use a port above 1024"
+    return "check [server] listen (host:port), or set it to \"\" to run without the listener"
+
+
+class Listener:
+    """The daemon's HTTP listener (see the module's docstring).
+
+    ``task_hint(task_id)`` is called for each accepted callback (the daemon hands it to the
+    poller, which confirms the task with ``detail``); ``clock`` is wall time, for uptime and ages.
+    """
+
+    def __init__(self, settings: Settings, ledger: Ledger, liveness: Liveness, metrics: Metrics,
+                 task_hint: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.liveness = liveness
+        self.metrics = metrics
+        self.task_hint = task_hint
+        self.clock = clock
+        self.started_at = clock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._io: _IoThread | None = None
+        self._sock: socket.socket | None = None
+        self._url: str | None = None
+        self._probe_lock = threading.Lock()
+        self._probe: tuple[float, str | None] = (float("-inf"), None)
+        self._inbox_check = folder_present(settings.folders.inbox, "inbox")   # same words as the daemon's
+        try:
+            hp = settings.server.host_port
+        except ValueError:
+            hp = None
+        # Fail closed: an address that cannot be read counts as reachable from the network.
+        self._loopback = hp is not None and is_loopback(hp[0])
+        self.app = Starlette(
+            routes=[
+                Route("/", _contained(self._index), methods=["GET"]),
+                Route("/healthz", _contained(self._healthz), methods=["GET"]),
+                Route("/metrics", _contained(self._metrics), methods=["GET"]),
+                Route("/callback", _contained(self._callback), methods=["POST"]),
+            ],
+            middleware=[Middleware(_Guard, authorized=self.authorized)],
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str | None:
+        """``http://host:port`` where this listener can be reached from this machine (the bound
+        port; an any-address bind shows as loopback), or None when it is not listening."""
+        return self._url
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread serving HTTP (None until started)."""
+        return self._thread
+
+    def start(self) -> bool:
+        """Bind ``[server] listen`` and serve in a background thread. False (logged with what to do,
+        nothing raised) when the listener is off or cannot listen: the daemon goes on without it."""
+        if self._thread is not None:
+            return True
+        listen = self.settings.server.listen
+        if not listen:
+            log.info("listener_off", hint="[server] listen is empty: no /healthz, /metrics or callbacks")
+            return False
+        try:
+            host_port = self.settings.server.host_port
+        except ValueError:
+            host_port = None
+        if host_port is None:
+            log.error("listener_failed", listen=listen, error="not host:port",
+                      action="set [server] listen to host:port, e.g. 127.0.0.1:8750",
+                      consequence="the daemon runs without /healthz, /metrics and callbacks")
+            return False
+        host, port = host_port
+        try:
+            sock = _bind(host, port)
+        except OSError as exc:
+            log.error("listener_failed", listen=listen, error=exc.strerror or str(exc),
+                      action=_bind_advice(exc, host, port),
+                      consequence="the daemon runs without /healthz, /metrics and callbacks")
+            return False
+        _route_uvicorn_logs()
+        config = uvicorn.Config(
+            self.app, lifespan="off", log_config=None, access_log=False,
+            http="h11", ws="none", loop="asyncio",
+            server_header=False, proxy_headers=False,
+            timeout_keep_alive=5, timeout_graceful_shutdown=1,
+            limit_concurrency=64,   # beyond this uvicorn answers 503: a runaway client cannot pile up
+        )
+        self._sock = sock
+        self._server = server = _Server(config)
+        self._io = _IoThread("hotfolder-listener-io", on_exit=self.ledger.close)
+        self._thread = threading.Thread(target=self._serve, name="hotfolder-listener", daemon=True)
+        self._thread.start()
+        if not server.ready.wait(START_TIMEOUT_S) or not server.started:
+            log.error("listener_failed", listen=listen, error="the HTTP server did not start",
+                      action="see the error above; restart hotfolder to try again",
+                      consequence="the daemon runs without /healthz, /metrics and callbacks")
+            self.stop()
+            return False
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
+        self._url = f"http://[{shown}]:{bound_port}" if ":" in shown else f"http://{shown}:{bound_port}"
+        log.info("listener_started", listen=listen, url=self._url,
+                 auth="none (loopback only)" if self._loopback else "bearer token (except /healthz, /callback)")
+        return True
+
+    def _serve(self) -> None:
+        server, sock = self._server, self._sock
+        assert server is not None and sock is not None
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:   # uvicorn may sys.exit() on a startup failure: a thread must not
+            log.error("listener_crashed", error=scrub(f"{type(exc).__name__}: {exc}"))
+        finally:
+            server.ready.set()
+
+    def stop(self) -> None:
+        """Stop serving and join the threads, within about :data:`STOP_TIMEOUT_S` seconds."""
+        server, thread, io = self._server, self._thread, self._io
+        if server is None or thread is None:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        # Graceful first: finish responses being written (uvicorn allows them 1 s), close idle
+        # keep-alive connections; then cut what is left.
+        server.should_exit = True
+        thread.join(max(0.0, deadline - time.monotonic() - 0.5))
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(max(0.0, deadline - time.monotonic() - 0.2))
+        if io is not None:
+            io.close(max(0.1, deadline - time.monotonic()))
+        if self._sock is not None:
+            self._sock.close()
+        if thread.is_alive() or (io is not None and io.thread.is_alive()):
+            log.warning("listener_stop_slow", hint="a request was still running; its thread ends with the process")
+        self._server = self._thread = self._io = self._sock = None
+        self._url = None
+        log.info("listener_stopped")
+
+    # -- authorization --------------------------------------------------------------------------
+    def authorized(self, headers: Headers) -> bool:
+        """Whether a request may use the guarded endpoints: always on a loopback listener; else
+        with ``Authorization: Bearer <[server] token>`` (constant-time comparison). The dashboard's
+        login cookie will be accepted here as well."""
+        if self._loopback:
+            return True
+        expected = self.settings.server.token
+        if not expected:
+            return False   # config refuses this; constructed by hand, stay closed
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        given = given.strip()
+        return scheme.lower() == "bearer" and bool(given) and \
+            hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+    # -- health ---------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The ``/healthz`` body (blocking: the ledger, the disk). ``status`` is ``ok`` or ``unhealthy``
+        with ``reasons``; a billing pause and API trouble are reported but are not unhealthy (the
+        daemon is doing the right thing about them, and a restart would not help)."""
+        reasons = [scrub(r) for r in self.liveness.check().reasons]
+        for extra in (self._inbox_check(), self._ledger_problem()):
+            if extra and scrub(extra) not in reasons:
+                reasons.append(scrub(extra))
+        now = self.clock()
+        body: dict[str, Any] = {"status": "ok", "reasons": reasons, "version": __version__,
+                                "uptime_s": round(max(0.0, now - self.started_at), 1)}
+        try:
+            body["jobs"] = self.ledger.counts()
+            until = paused_until(self.ledger, now)
+            body["billing_paused"] = ({"until": iso(until), "reason": scrub(pause_reason(self.ledger) or "")}
+                                      if until else None)
+            trouble = current_trouble(self.ledger)
+            body["api_trouble"] = ({"kind": str(trouble.get("kind")), "message": scrub(str(trouble.get("message"))),
+                                    "since": iso(trouble.get("since"))} if trouble else None)
+        except Exception as exc:
+            reasons.append(scrub(f"the ledger {self.ledger.path} cannot be read: {exc}"))
+        if reasons:
+            body["status"] = "unhealthy"
+        return body
+
+    def _ledger_problem(self) -> str | None:
+        """Why the ledger cannot take a write now, or None (cached for :data:`PROBE_CACHE_S`)."""
+        with self._probe_lock:
+            at, found = self._probe
+            if time.monotonic() - at < PROBE_CACHE_S:
+                return found
+            found = _ledger_write_problem(self.ledger)
+            self._probe = (time.monotonic(), found)
+            return found
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking ``fn`` on the I/O thread and await its result."""
+        assert self._io is not None
+        return await asyncio.wrap_future(self._io.submit(fn, *args))
+
+    async def _index(self, request: Request) -> Response:
+        return HTMLResponse(PLACEHOLDER_PAGE, headers={"X-Content-Type-Options": "nosniff"})
+
+    async def _healthz(self, request: Request) -> Response:
+        try:
+            body = await asyncio.wait_for(self._call(self.health), HEALTH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            body = {"status": "unhealthy", "version": __version__,
+                    "reasons": [f"the health check did not finish within {HEALTH_TIMEOUT_S:g} s: the ledger's "
+                                f"disk may hang ({self.ledger.path.parent})"]}
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503, headers=NO_STORE)
+
+    async def _metrics(self, request: Request) -> Response:
+        data, content_type = await self._call(self.metrics.render)
+        return Response(data, headers={"Content-Type": content_type, **NO_STORE})
+
+    async def _callback(self, request: Request) -> Response:
+        # The token first: a stranger gets 403 before a byte of the body is read.
+        if not await self._call(callbacks.token_ok, self.ledger, request.query_params.get("token")):
+            log.warning("callback_refused", reason="missing or wrong token", client=_client(request))
+            return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
+        too_big = JSONResponse({"ok": False, "error": f"body over {MAX_CALLBACK_BYTES} bytes"}, status_code=413)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_CALLBACK_BYTES:
+            return too_big   # refused before reading; a body without a length is counted as it streams
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_CALLBACK_BYTES:
+                return too_big
+        task_id = callbacks.task_id_of(bytes(body))
+        if task_id is None or len(task_id) > MAX_TASK_ID_CHARS:
+            return JSONResponse({"ok": False, "error": "no task id in the body (expected {\"data\": {\"id\": …}})"},
+                                status_code=400)
+        try:
+            await self._call(self.task_hint, task_id)
+        except Exception:
+            log.exception("callback_hint_failed", remote_id=task_id)
+            return JSONResponse({"ok": False, "error": "internal error; the poller checks the task anyway"},
+                                status_code=500)
+        log.info("callback_received", remote_id=task_id)
+        return JSONResponse({"ok": True})
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _ledger_write_problem(ledger: Ledger) -> str | None:
+    """Why a write to the ledger would fail now, or None.
+
+    "Writable" for SQLite in WAL mode means: the database file is still there (a deleted or
+    unmounted file keeps taking writes through the open descriptors, into nothing that survives),
+    its disk has room (a commit appends to the WAL, a checkpoint writes pages back), and the write
+    lock can be taken (a read-only file or mount, a broken ``-shm``, an I/O error all surface as
+    ``BEGIN IMMEDIATE`` failing). The probe opens its own short-lived connection (never creating
+    the file: ``mode=rw``), takes the write lock and rolls back at once: nothing is written.
+    A lock held by another writer (SQLITE_BUSY) means writes are happening: that is healthy.
+    """
+    path = ledger.path
+    if not path.exists():
+        return f"the ledger {path} is gone (deleted, or its disk unmounted): restore it and restart hotfolder"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError as exc:
+        return f"the ledger's folder {path.parent} cannot be read: {exc.strerror or exc}"
+    if free < LEDGER_MIN_FREE_BYTES:
+        return f"the ledger's disk is full ({free // 1024} KiB free at {path.parent}): free some space"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=PROBE_BUSY_S,
+                               isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        return f"the ledger {path} cannot be opened for writing: {exc}"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+            return None
+        return f"the ledger {path} is not writable: {exc}"
+    except sqlite3.Error as exc:
+        return f"the ledger {path} is not writable: {exc}"
+    finally:
+        conn.close()
+    return None
