@@ -130,7 +130,16 @@ class Settings:
     server: ServerSettings = ServerSettings()
     notify: NotifySettings = NotifySettings()
     lipsync: Mapping[str, Any] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_path: Path | None = None
+
+    def preset_for(self, rel_dir: str) -> tuple[str | None, dict[str, Any]]:
+        """The preset of a job in the inbox folder ``rel_dir`` (its first component names it) and
+        the effective defaults: ``[lipsync]`` with the preset's keys on top."""
+        top = rel_dir.split("/", 1)[0] if rel_dir else ""
+        if top in self.presets:
+            return top, {**self.lipsync, **self.presets[top]}
+        return None, dict(self.lipsync)
 
 
 LIPSYNC_DEFAULTS: dict[str, Any] = {
@@ -153,6 +162,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "server": ("listen", "token"),
     "notify": ("webhook", "webhook_secret", "exec", "apprise", "events", "timeout_seconds", "give_up_hours"),
     "lipsync": (),  # validated by pairing.validate_lipsync
+    "presets": (),  # [presets.NAME]: each a [lipsync] table (validated the same way)
 }
 
 
@@ -199,7 +209,7 @@ def from_mapping(
             )
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table", key=section)
-        if section != "lipsync":
+        if section not in ("lipsync", "presets"):
             for key in value:
                 if key not in _SECTIONS[section]:
                     raise ConfigError(
@@ -230,6 +240,7 @@ def from_mapping(
         lipsync = {**LIPSYNC_DEFAULTS, **validate_lipsync(dict(data.get("lipsync", {})), "config [lipsync]")}
     except Exception as exc:  # InputError from the shared rule table
         raise ConfigError(str(exc), key=f"lipsync.{getattr(exc, 'key', '') or ''}".rstrip(".")) from exc
+    presets = _presets(data.get("presets", {}), validate_lipsync)
     return Settings(
         api=api,
         folders=folders,
@@ -242,6 +253,7 @@ def from_mapping(
         server=_server(data.get("server", {})),
         notify=_notify(data.get("notify", {})),
         lipsync=lipsync,
+        presets=presets,
         config_path=config_path,
     )
 
@@ -380,6 +392,26 @@ def _notify(raw: Mapping[str, Any]) -> NotifySettings:
     return NotifySettings(webhook=webhook, webhook_secret=raw.get("webhook_secret", ""), exec=lists["exec"],
                           apprise=lists["apprise"], events=lists["events"],
                           timeout_seconds=numbers.timeout_seconds, give_up_hours=numbers.give_up_hours)
+
+
+def _presets(raw: Any, validate: Any) -> dict[str, dict[str, Any]]:
+    """``[presets.NAME]`` tables: NAME is a folder name directly under the inbox, each table any
+    ``[lipsync]`` key."""
+    from hotfolder.pairing import is_ignored
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        key = f"presets.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{key}] must be a table of [lipsync] keys", key=key)
+        if not name or "/" in name or "\\" in name or name in (".", "..") or is_ignored(f"{name}/x") is not None:
+            raise ConfigError(f"[{key}]: {name!r} cannot be a folder name in the inbox (no slashes, not hidden, "
+                              "not a NAS/OS special folder)", key=key)
+        try:
+            out[name] = validate(dict(table), f"config [{key}]")
+        except Exception as exc:  # InputError from the shared rule table
+            raise ConfigError(str(exc), key=f"{key}.{getattr(exc, 'key', '') or ''}".rstrip(".")) from exc
+    return out
 
 
 def _watch(raw: Mapping[str, Any]) -> WatchSettings:

@@ -142,6 +142,7 @@ class Daemon:
         s = self.settings
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
+        self._make_preset_folders()
         for secret in (s.api.secret_key, s.server.token, s.notify.webhook_secret):
             register_secret(secret)
         self.ledger = ledger = Ledger(s.ledger_path, clock=self.clock)
@@ -212,6 +213,18 @@ class Daemon:
         if self._pinger is not None:
             self._pinger.join(timeout=1.0)
         log.info("daemon_stop", jobs=self.ledger.counts())
+
+    def _make_preset_folders(self) -> None:
+        """Each ``[presets.NAME]`` gets its folder in the inbox, so people see where to drop. Only
+        in an inbox that is there: a missing (unmounted) inbox is never recreated empty."""
+        inbox = self.settings.folders.inbox
+        if not inbox.is_dir():
+            return
+        for name in self.settings.presets:
+            try:
+                (inbox / name).mkdir(exist_ok=True)
+            except OSError as exc:
+                log.warning("preset_folder_failed", preset=name, folder=str(inbox / name), error=str(exc))
 
     def _observe_call(self, record: CallRecord) -> None:
         """The client's observer: API trouble (for status) and metrics both see every call."""
@@ -313,7 +326,9 @@ class Daemon:
             self.watcher.stop()
             self.watcher = make_watcher(merged.folders.inbox, self.wake, merged.watch.mode, merged.watch.poll_seconds)
             self.next_rescan = 0.0
-        reparams = reload.reparam_unsubmitted(self.ledger, merged) if "lipsync" in applied else 0
+        self._make_preset_folders()
+        reparams = reload.reparam_unsubmitted(self.ledger, merged) \
+            if {"lipsync", "presets"} & set(applied) else 0
         log.info("config_reloaded", applied=applied, jobs_reparametrised=reparams)
         if restart:
             log.warning("reload_needs_restart", sections=restart,
