@@ -21,10 +21,11 @@ from hotfolder import callbacks, finish, outbox
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
 from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, Interrupted, OutcomeUnknown,
-                              PermanentError, RetryLater, UrlExpired)
+                              PermanentError, RetryLater, TaskFailed, UrlExpired)
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
+from hotfolder.media import results
 from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
 
@@ -325,21 +326,68 @@ class Pipeline:
             if not url:
                 log.warning("result_missing", role=role)
                 continue
+            checked = self._fetch_checked(job, role, url, tmp)
+            if checked is None:
+                return   # the result is broken: the job failed with a message naming the task
+            job = checked
+            outbox.place(tmp, final)
+            log.info("output_placed", role=role, path=str(final))
+        current = self.ledger.get(job.id)
+        if current.state != State.DOWNLOADING:
+            return   # cancelled (or ended by another worker) while downloading: nothing to finish
+        finish.end_job(self.ledger, self.settings, current, State.DONE, event="done")
+        if self.metrics is not None:
+            self.metrics.observe_stage("download", time.monotonic() - stage_started)
+        log.info("job_done")
+
+    def _fetch_checked(self, job: Job, role: str, url: str, tmp: Path) -> Job | None:
+        """Download one result into ``tmp`` and check it (a video that parses and lasts as long as
+        the task said, a cover that is a JPEG). A broken one is kept beside the failed inputs, the
+        URLs are fetched afresh and it is downloaded once more; broken twice (counted in the
+        ledger, so a restart does not reset it), the job fails naming the task. Returns the job,
+        or None when it failed."""
+        while True:
             with self.download_slots:
                 try:
                     size = self.client.download(url, tmp)
                 except UrlExpired:
                     job = self._refresh_urls(job)
-                    fresh = job.video_url if role == "video" else job.preview_url
-                    size = self.client.download(fresh or url, tmp)
+                    url = (job.video_url if role == "video" else job.preview_url) or url
+                    size = self.client.download(url, tmp)
             if self.metrics is not None:
                 self.metrics.observe_bytes("download", size)
-            outbox.place(tmp, final)
-            log.info("output_placed", role=role, path=str(final))
-        finish.end_job(self.ledger, self.settings, self.ledger.get(job.id), State.DONE, event="done")
-        if self.metrics is not None:
-            self.metrics.observe_stage("download", time.monotonic() - stage_started)
-        log.info("job_done")
+            problem = results.video_problem(tmp, job.duration_ms) if role == "video" else results.cover_problem(tmp)
+            if problem is None:
+                return job
+            broken = int(job.outputs.get("broken_results", 0)) + 1
+            kept = self._keep_broken(job, role, tmp)
+            log.warning("result_broken", role=role, problem=problem, kept=str(kept), attempt=broken)
+            updated = self.ledger.update(job.id, State.DOWNLOADING, event="result_broken",
+                                         detail={"role": role, "problem": problem, "kept": str(kept)},
+                                         outputs={**job.outputs, "broken_results": broken})
+            if updated is None:
+                return None
+            job = updated
+            if broken >= 2:
+                self.outcomes.fail(job, TaskFailed(
+                    f"the API's {'video' if role == 'video' else 'cover'} for task {job.remote_id} is broken "
+                    f"({problem}), twice: nothing was placed in the outbox. The broken download is kept as "
+                    f"{kept}. Retry the job (`hotfolder retry {job.id}`) or send the task id to Chanjing "
+                    "support", endpoint="download"), code="broken_result")
+                return None
+            job = self._refresh_urls(job)
+            url = (job.video_url if role == "video" else job.preview_url) or url
+
+    def _keep_broken(self, job: Job, role: str, tmp: Path) -> Path:
+        """Move a broken download next to where the job's inputs go when it fails: a paid result
+        is never thrown away, even a broken one."""
+        folder = outbox.safe_join(self.settings.folders.failed, job.rel_dir) if job.rel_dir \
+            else self.settings.folders.failed
+        ext = ".mp4" if role == "video" else ".jpg"
+        stem = outbox.free_stem(folder, f"{job.stem}.broken-{role}", [ext])
+        dest = folder / f"{stem}{ext}"
+        outbox.move(tmp, dest)
+        return dest
 
     def _refresh_urls(self, job: Job) -> Job:
         assert job.remote_id

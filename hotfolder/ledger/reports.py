@@ -111,7 +111,7 @@ def unfinished(ledger: Ledger) -> list[dict[str, Any]]:
 def recent_ended(ledger: Ledger, limit: int = 20, states: Iterable[State | str] | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recently ended jobs (optionally only those in ``states``), newest first,
     read backwards along the ``finished_at`` index."""
-    wanted = [str(s) for s in (states or TERMINAL) if State(s) in TERMINAL]
+    wanted = [str(s) for s in (TERMINAL if states is None else states) if State(s) in TERMINAL]
     if not wanted or limit <= 0:
         return []
     # One seek per state along (state, finished_at), then merge: never a sort of every ended job.

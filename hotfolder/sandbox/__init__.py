@@ -64,6 +64,7 @@ drop_rate                 0           connections closed with no answer (API, PU
 gateway_error_rate        0           API calls answered HTTP 502/503/504 with an HTML page
 slow_rate, slow_seconds   0, 0        requests delayed by slow_seconds before being handled
 truncate_rate             0           downloads that send the full Content-Length, then close
+corrupt_result_rate       0           results that arrive whole but broken (cut MP4, non-JPEG cover)
 fail_task_rate            0           tasks that end with status 30
 reject_file_rate          0           uploads that end in status 98
 balance_creates           None        creates left before the account is out of balance

@@ -35,6 +35,7 @@ class SandboxSettings:
     slow_rate: float = 0.0
     slow_seconds: float = 0.0
     truncate_rate: float = 0.0
+    corrupt_result_rate: float = 0.0
     fail_task_rate: float = 0.0
     reject_file_rate: float = 0.0
     balance_creates: int | None = None
@@ -65,6 +66,8 @@ SETTING_HELP: dict[str, str] = {
     "slow_rate": "fraction of API/storage requests delayed by slow_seconds",
     "slow_seconds": "delay applied to slow requests, seconds",
     "truncate_rate": "fraction of downloads that close part-way through the body",
+    "corrupt_result_rate": "fraction of result downloads that arrive whole but broken (a video cut at 60 %, "
+                           "a cover that is not a JPEG)",
     "fail_task_rate": "fraction of tasks that end in status 30",
     "reject_file_rate": "fraction of uploaded files that end in status 98",
     "balance_creates": "creates left before the account is out of balance (unset = unlimited)",
@@ -74,7 +77,7 @@ SETTING_HELP: dict[str, str] = {
 }
 
 _RATES = {
-    "error_rate", "drop_rate", "gateway_error_rate", "slow_rate", "truncate_rate",
+    "error_rate", "drop_rate", "gateway_error_rate", "slow_rate", "truncate_rate", "corrupt_result_rate",
     "fail_task_rate", "reject_file_rate",
 }
 _LIMITS = {"creates_per_minute", "file_calls_per_minute", "queries_per_second"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hotfolder.sandbox import storage
+from hotfolder.sandbox import mp4, storage
 from hotfolder.sandbox.faults import Faults
 from hotfolder.sandbox.records import (
     CODE_QUOTA, FILE_MSGS, FILE_RETENTION, MSG_EMPTY_FILE, MSG_NO_BALANCE_REFUSE, MSG_NO_QUOTA, MSG_NO_BALANCE_TASK,
@@ -290,8 +290,13 @@ class State:
             self._seq += 1
             duration = None
             if req["tts_config"] is not None:
-                # About four characters a second of speech; audio-driven tasks omit it.
-                duration = max(1000, len("".join(req["tts_config"]["text"])) * 250)
+                # The result is the input video itself, so its length is what the task reports (the
+                # real service reports the made video's length); audio-driven tasks omit it, as the
+                # reference says it may be missing.
+                # A video it cannot read (tests upload placeholder bytes): about four characters a
+                # second of speech.
+                duration = mp4.duration_ms(self.result_path(task_id, "mp4")) \
+                    or max(1000, len("".join(req["tts_config"]["text"])) * 250)
             task = TaskRecord(
                 task_id, app_id, self._seq, self.clock(), s.queue_seconds, s.generate_seconds,
                 dict(req), fail_msg, fail_early, duration,

@@ -140,6 +140,12 @@ class StorageMixin(_Base):
             self._record("download", None, exc.status, None if fault == "truncate" else fault, False, arrived)
             self._s3_error(exc)
             return
+        if path.startswith(storage.RESULT_PREFIX) and settings.corrupt_result_rate \
+                and app.faults.chance(settings.corrupt_result_rate):
+            # A result that arrives whole but is broken (a truncated MP4, a cover that is an error
+            # page): the transfer succeeds, only a check of the content can tell.
+            source = _corrupted(source, content_type)
+            fault = "corrupt"
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         try:
             span = storage.parse_range(self.headers.get("Range"), size)
@@ -172,3 +178,11 @@ class StorageMixin(_Base):
             self.wfile.write(source[first:first + count])
         else:
             storage.send_file_range(source, first, count, self.wfile.write)
+
+
+def _corrupted(source: Path | bytes, content_type: str) -> bytes:
+    """The broken version of a result: a video cut at 60 %, or a cover that is not a JPEG."""
+    if content_type == "image/jpeg":
+        return b"<html><body>502 Bad Gateway</body></html>"
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    return data[: max(1, int(len(data) * 0.6))]
