@@ -4,6 +4,10 @@ Run from the repository root after installing hotfolder:  python examples/demo.p
 It starts `hotfolder sandbox` on a free loopback port, copies the samples into demo-run/inbox
 (the originals stay put: hotfolder moves its inputs), runs `hotfolder run --once`, then
 `hotfolder status`, and lists what landed in demo-run/outbox.
+
+The sandbox emulates the API's protocol, not its lip-sync model: the "lip-synced" video it
+returns is the input video itself, unchanged (and its cover a placeholder picture). Point
+`[api]` at the real service, with your app_id and secret_key, for real results.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = ["presenter.mp4", "presenter.txt", "interview.mp4", "interview.wav"]
+NOTE = ("Note: the sandbox emulates the API, not its lip-sync model: each \"lip-synced\" result below is "
+        "the input video returned unchanged (its cover a placeholder). Set [api] base_url, app_id and "
+        "secret_key for the real service to get real lip-synced videos.")
 CONFIG = """\
 [api]
 base_url = "http://127.0.0.1:{port}"
@@ -38,6 +45,10 @@ path = "state/ledger.db"
 [watch]
 settle_seconds = 1
 poll_interval = 1
+
+[limits]                  # the demo's sandbox allows more than a real account (10 creates/min)
+creates_per_minute = 60
+file_calls_per_minute = 300
 
 [lipsync]
 audio_man_id = "C-f2429d07554749839849497589199916"
@@ -75,11 +86,13 @@ def main() -> int:
     config.write_text(CONFIG.format(port=port), encoding="utf-8")
     hotfolder = [sys.executable, "-m", "hotfolder"]
     sandbox = subprocess.Popen([*hotfolder, "sandbox", "--port", str(port), "--data", str(run_dir / "sandbox"),
-                                "--file-ready-delay", "1", "--queue-seconds", "1", "--generate-seconds", "3"],
+                                "--file-ready-delay", "0.5", "--queue-seconds", "0.5", "--generate-seconds", "2",
+                                "--creates-per-minute", "60", "--file-calls-per-minute", "300"],
                                stderr=subprocess.DEVNULL)
     try:
         wait_until_up(f"http://127.0.0.1:{port}", sandbox)
         print(f"sandbox on 127.0.0.1:{port}; running: hotfolder run --once --config {config}", flush=True)
+        print(NOTE, flush=True)
         env = {**os.environ, "HOTFOLDER_CONFIG": str(config)}
         code = subprocess.call([*hotfolder, "run", "--once", "--log-console"], env=env)
         print("\n$ hotfolder status", flush=True)
@@ -87,7 +100,7 @@ def main() -> int:
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
-    print("\noutputs:")
+    print("\noutputs (from the sandbox: the input videos, returned as the \"lip-synced\" results):")
     for path in sorted((run_dir / "outbox").rglob("*")):
         print(f"  {path.relative_to(Path.cwd())}  ({path.stat().st_size} bytes)")
     return code

@@ -37,11 +37,17 @@ def json_option(fn: F) -> F:
 
 
 def load_settings(path: str | None) -> config.Settings:
-    """Load the config, exiting 2 with the key named if it is invalid."""
+    """Load the config, exiting 2 with the file and the key named if it is invalid."""
     try:
         return config.load(path)
     except ConfigError as exc:
-        click.echo(f"hotfolder: invalid config: {exc}", err=True)
+        message = str(exc)
+        try:
+            where = str(config.find_config_path(path).resolve())
+        except (ConfigError, OSError, RuntimeError):
+            where = ""
+        prefix = f"invalid config {where}" if where and where not in message else "invalid config"
+        click.echo(f"hotfolder: {prefix}: {message}", err=True)
         sys.exit(2)
 
 
@@ -56,14 +62,42 @@ def open_ledger(settings: config.Settings, must_exist: bool = False) -> Any:
     return Ledger(settings.ledger_path)
 
 
+def _os_error_message(exc: OSError) -> str:
+    """An OSError as one line a person can act on: what failed, on which file."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    files = [str(f) for f in (exc.filename, getattr(exc, "filename2", None)) if f]
+    return f"{what} ({' -> '.join(files)})" if files else what
+
+
 class Group(click.Group):
-    """Library errors become click errors here, in one place: a message, never a traceback."""
+    """Library errors become click errors here, in one place: a message, never a traceback.
+
+    An OSError that escaped a command (a folder that cannot be made, a full disk) is said in one
+    line too. Anything else is a bug: one line that says so, and the traceback only when
+    ``HOTFOLDER_DEBUG`` is set (for the bug report)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HotfolderError as exc:
             raise click.ClickException(scrub(str(exc))) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise click.ClickException(scrub(_os_error_message(exc))) from exc
+        except Exception as exc:
+            if os.environ.get("HOTFOLDER_DEBUG"):
+                raise
+            if ctx.invoked_subcommand == "run":
+                # The daemon's operators read its logs (the journal): the traceback goes there.
+                from hotfolder.log import get_logger
+
+                get_logger("hotfolder.cli").exception("daemon_crashed")
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {scrub(str(exc))} - this is a bug in hotfolder; please "
+                "report it (run again with HOTFOLDER_DEBUG=1 for the traceback)") from exc
 
 
 def _flush_output() -> None:
@@ -157,16 +191,11 @@ def status(config_path: str | None, as_json: bool, states: tuple[str, ...], limi
             click.echo(f"no jobs yet: drop <name>.mp4 plus <name>.txt or <name>.wav into {settings.folders.inbox}")
         return
     ledger = open_ledger(settings)
-    if as_json or show_all:
+    if as_json:
+        _stream_json(control.iter_status_json(ledger, wanted or None, limit))
+        return
+    if show_all:
         rows = control.iter_status(ledger, wanted or None, limit)
-        if as_json:
-            # Streamed: one object per line inside the array, so memory stays flat on any ledger.
-            first = True
-            for row in rows:
-                click.echo(("[" if first else ",") + json.dumps(row, ensure_ascii=False))
-                first = False
-            click.echo("[]" if first else "]")
-            return
         batch: list[dict[str, Any]] = []
         now = time.time()
         for row in rows:
@@ -201,6 +230,23 @@ def status(config_path: str | None, as_json: bool, states: tuple[str, ...], limi
     order = [str(s) for s in control.State]
     parts = [f"{view.totals[k]} {k}" for k in sorted(view.totals, key=order.index) if view.totals[k]]
     click.echo(f"total {total}: {', '.join(parts) or 'none'}")
+
+
+def _stream_json(rows: Any) -> None:
+    """JSON texts as one JSON array, an object per line, written in batches: memory stays flat
+    and a million jobs take seconds, not minutes."""
+    out = sys.stdout
+    sep = "["
+    batch: list[str] = []
+    for row in rows:
+        batch.append(sep + row)
+        sep = ","
+        if len(batch) >= 2000:
+            out.write("\n".join(batch) + "\n")
+            batch = []
+    batch.append("]" if sep == "," else "[]")
+    out.write("\n".join(batch) + "\n")
+    out.flush()
 
 
 @main.command()
@@ -262,11 +308,48 @@ def resume(config_path: str | None) -> None:
 
 @main.command()
 @config_option
+@json_option
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="How many days back.")
+def stats(config_path: str | None, as_json: bool, days: int) -> None:
+    """Jobs per day, failures by code, time per stage, seconds of video produced, per folder."""
+    settings = load_settings(config_path)
+    if not settings.ledger_path.exists():
+        raise click.ClickException(f"no ledger yet at {settings.ledger_path}: nothing was made yet")
+    data = control.stats(open_ledger(settings), days=days)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    t = data["totals"]
+    click.echo(f"last {days} days: {t['done']} done, {t['failed']} failed, {t['cancelled']} cancelled; "
+               f"{data['video_seconds'] / 60:.1f} minutes of video made")
+    peak = max([sum(d.values()) for d in data["per_day"].values()] + [1])
+    for day, counts in data["per_day"].items():
+        n = sum(counts.values())
+        bar = "#" * round(30 * counts["done"] / peak) + "x" * round(30 * (counts["failed"] + counts["cancelled"]) / peak)
+        click.echo(f"  {day}  {counts['done']:>5} done {counts['failed']:>4} failed  {bar}" if n else f"  {day}      -")
+    if data["failures_by_code"]:
+        click.echo("failures by code: " + ", ".join(f"{k} {v}" for k, v in data["failures_by_code"].items()))
+    for stage, figures in data["stage_seconds"].items():
+        if figures["count"]:
+            click.echo(f"  {stage:<10} median {figures['median_s']:.1f} s, p90 {figures['p90_s']:.1f} s "
+                       f"({figures['count']} jobs)")
+    if len(data["per_folder"]) > 1 or "(top)" not in data["per_folder"]:
+        click.echo("per folder:")
+        for folder, f in data["per_folder"].items():
+            click.echo(f"  {folder:<20} {int(f['done'])} done, {int(f['failed'])} failed, "
+                       f"{f['video_seconds'] / 60:.1f} min of video")
+    totals = ", ".join(f"{n} {s}" for s, n in sorted(data["all_time"].items()))
+    click.echo(f"all time: {totals or 'nothing yet'}")
+
+
+@main.command()
+@config_option
 @click.option("--older-than", required=True, help="Age of ended jobs to delete, e.g. 90d, 12h, 2w.")
 @click.option("--vacuum", is_flag=True, help="Then VACUUM the ledger to give the space back to the disk.")
 def prune(config_path: str | None, older_than: str, vacuum: bool) -> None:
     """Delete ended jobs (and their events) older than --older-than; never an unfinished job."""
     settings = load_settings(config_path)
+    control.parse_age(older_than)   # a typo is said as such, before anything else
     removed = control.prune_history(open_ledger(settings, must_exist=True), older_than, vacuum=vacuum)
     click.echo(f"deleted {removed['jobs']} ended job(s) and {removed['events']} event(s)"
                + (" and vacuumed the ledger" if vacuum else ""))
@@ -279,9 +362,11 @@ def init(folder: str) -> None:
     from hotfolder.doctor import init as do_init
 
     others = [Path(os.environ["HOTFOLDER_CONFIG"])] if os.environ.get("HOTFOLDER_CONFIG") else []
+    import shlex
+
     path = do_init(Path(folder), others)
     click.echo(f"wrote {path}; set [api] app_id and secret_key (or the CHANJING_* env vars), "
-               f"then `hotfolder doctor --config {path}`")
+               f"then `hotfolder doctor --config {shlex.quote(str(path))}`")
 
 
 @main.command()
@@ -307,10 +392,15 @@ def voices(config_path: str | None, as_json: bool) -> None:
     """List the public voices (the audio_man_id for .txt scripts)."""
     from hotfolder.daemon import make_client
 
+    from hotfolder.errors import ApiError
+
     settings = load_settings(config_path)
-    client = make_client(settings, open_ledger(settings))
+    # A person is waiting: one retry, not the daemon's patience.
+    client = make_client(settings, open_ledger(settings), max_retries=1)
     try:
         found = client.all_voices()
+    except ApiError as exc:
+        raise click.ClickException(f"cannot list the voices at {settings.api.base_url}: {scrub(str(exc))}") from exc
     finally:
         client.close()
     rows = [{k: getattr(v, k, None) for k in ("id", "name", "gender", "lang", "desc", "audition")} for v in found]
@@ -331,7 +421,9 @@ def voices(config_path: str | None, as_json: bool) -> None:
 def explain(config_path: str | None, path: str) -> None:
     """Say why a file in the inbox has not been taken yet."""
     settings = load_settings(config_path)
-    result = control.explain(settings, open_ledger(settings), path)
+    # Only looks: on a fresh install there is no ledger yet, and explaining must not create one.
+    ledger = open_ledger(settings) if settings.ledger_path.exists() else None
+    result = control.explain(settings, ledger, path)
     click.echo(f"{result.path}: {result.verdict}: {result.message}")
 
 
@@ -366,12 +458,25 @@ def sandbox(port: int, data_dir: str, app_id: str, secret_key: str, **settings: 
         parsed = settings_from_mapping(given)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    in_use = click.ClickException(f"port {port} on 127.0.0.1 is already in use: stop what listens there, "
+                                  "or pick another with --port")
+    if port:
+        # Said before anything starts (and so before anything says it stopped).
+        import socket
+
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise in_use from exc
     try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
         serve_forever(port, Path(data_dir), app_id, secret_key, parsed)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise click.ClickException(f"port {port} on 127.0.0.1 is already in use: stop what listens there, "
-                                       "or pick another with --port") from exc
+            raise in_use from exc
         raise click.ClickException(f"cannot run the sandbox: {exc.strerror or exc} "
                                    f"({exc.filename or data_dir})") from exc
 

@@ -112,6 +112,14 @@ class NotifySettings:
         return tuple(t for t, on in (("webhook", self.webhook), ("exec", self.exec), ("apprise", self.apprise)) if on)
 
 
+DEDUPE_MODES = ("reuse", "again")
+
+
+@dataclass(frozen=True)
+class DedupeSettings:
+    mode: str = "reuse"     # reuse: the same inputs and parameters again reuse the earlier result
+
+
 @dataclass(frozen=True)
 class DiskSettings:
     min_free_mb: int = 200                # intake pauses below this much free space
@@ -129,6 +137,7 @@ class Settings:
     disk: DiskSettings = DiskSettings()
     server: ServerSettings = ServerSettings()
     notify: NotifySettings = NotifySettings()
+    dedupe: DedupeSettings = DedupeSettings()
     lipsync: Mapping[str, Any] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_path: Path | None = None
@@ -160,6 +169,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "retry": tuple(RetrySettings.__dataclass_fields__),
     "disk": tuple(DiskSettings.__dataclass_fields__),
     "server": ("listen", "token"),
+    "dedupe": ("mode",),
     "notify": ("webhook", "webhook_secret", "exec", "apprise", "events", "timeout_seconds", "give_up_hours"),
     "lipsync": (),  # validated by pairing.validate_lipsync
     "presets": (),  # [presets.NAME]: each a [lipsync] table (validated the same way)
@@ -252,6 +262,7 @@ def from_mapping(
         disk=_numbers(DiskSettings, data.get("disk", {}), "disk"),
         server=_server(data.get("server", {})),
         notify=_notify(data.get("notify", {})),
+        dedupe=_dedupe(data.get("dedupe", {})),
         lipsync=lipsync,
         presets=presets,
         config_path=config_path,
@@ -412,6 +423,14 @@ def _presets(raw: Any, validate: Any) -> dict[str, dict[str, Any]]:
         except Exception as exc:  # InputError from the shared rule table
             raise ConfigError(str(exc), key=f"{key}.{getattr(exc, 'key', '') or ''}".rstrip(".")) from exc
     return out
+
+
+def _dedupe(raw: Mapping[str, Any]) -> DedupeSettings:
+    mode = raw.get("mode", "reuse")
+    if not isinstance(mode, str) or mode.lower() not in DEDUPE_MODES:
+        raise ConfigError(f"dedupe.mode must be \"reuse\" (the same drop again reuses the result) or \"again\" "
+                          f"(always pay for a new video), got {mode!r}", key="dedupe.mode")
+    return DedupeSettings(mode=mode.lower())
 
 
 def _watch(raw: Mapping[str, Any]) -> WatchSettings:

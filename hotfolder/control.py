@@ -6,11 +6,9 @@ The CLI stays thin (parse, call, print); the logic lives here so it can be teste
 from __future__ import annotations
 
 import os
-import stat
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,21 @@ class ControlError(HotfolderError):
     """A CLI request that cannot be carried out (unknown job, wrong state…)."""
 
 
+# Sent only with a script (the API's tts_config): an audio job speaks with its own voice.
+TTS_ONLY = ("audio_man_id", "speed", "pitch")
+
+
 def sent_params(job: Job) -> dict[str, Any]:
     """The lip-sync parameters recorded for the job (what its create sends), for a person: the
-    script itself is summarised, never printed whole."""
+    script itself is summarised, never printed whole; the voice settings of an audio job, which
+    its create does not send, are left out."""
     params = dict(job.params)
     text = params.pop("text", None)
     out: dict[str, Any] = {}
+    if "audio" in job.files:
+        for key in TTS_ONLY:
+            params.pop(key, None)
+        out["audio"] = Path(job.files["audio"]).name
     if text is not None:
         first = text.splitlines()[0] if text else ""
         out["script"] = f"{len(text)} characters: {first[:40]}{'…' if len(first) > 40 or len(text) > len(first) else ''}"
@@ -69,6 +76,12 @@ def iter_status(ledger: Ledger, states: list[State] | None = None, limit: int | 
     streamed: memory stays flat whatever the ledger holds."""
     for row in reports.iter_summaries(ledger, states or None, limit=limit):
         yield record(row)
+
+
+def iter_status_json(ledger: Ledger, states: list[State] | None = None, limit: int | None = None) -> Iterator[str]:
+    """:func:`iter_status` as JSON text per job, built by SQLite (the fast path of `status --json`)."""
+    for text in reports.iter_status_json(ledger, states or None, limit=limit):
+        yield scrub(text)
 
 
 def status(ledger: Ledger, states: list[str] | None = None) -> list[dict[str, Any]]:
@@ -174,6 +187,13 @@ def resume(ledger: Ledger, settings: Settings) -> dict[str, Any]:
     return {"was_paused": was, "jobs_due_now": due}
 
 
+def stats(ledger: Ledger, days: int = 14, now: float | None = None) -> dict[str, Any]:
+    """`hotfolder stats`: the last ``days`` local days (see :func:`reports.stats`)."""
+    now = time.time() if now is None else now
+    offset = time.localtime(now).tm_gmtoff
+    return reports.stats(ledger, now, days=days, utc_offset=float(offset))
+
+
 def prune_history(ledger: Ledger, older_than: str, vacuum: bool = False, now: float | None = None) -> dict[str, int]:
     """Delete ended jobs older than ``older_than`` (e.g. ``90d``, ``12h``); see :func:`reports.prune`."""
     seconds = parse_age(older_than)
@@ -212,14 +232,15 @@ def cancel(ledger: Ledger, settings: Settings, ref: str) -> Job:
 @dataclass
 class Explanation:
     path: str
-    # ignored | missing | not_in_inbox | link | job | unsettled | waiting | orphan | ambiguous |
+    # ignored | missing | not_in_inbox | folder | link | job | unsettled | waiting | orphan | ambiguous |
     # unusable | bad_input | ready
     verdict: str
     message: str
 
 
-def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = None) -> Explanation:
-    """Why a file in the inbox has not been taken (yet)."""
+def explain(settings: Settings, ledger: Ledger | None, raw: str, now: float | None = None) -> Explanation:
+    """Why a file in the inbox has not been taken (yet). ``ledger`` is None on a fresh install
+    (no job was ever recorded): explaining only looks, it never creates one."""
     from hotfolder import pairing
     from hotfolder.intake import build_params, group_members
 
@@ -231,6 +252,8 @@ def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = No
         rel = abs_path.relative_to(inbox).as_posix()
     except ValueError:
         return Explanation(raw, "not_in_inbox", f"{abs_path} is not inside the inbox {inbox}")
+    if rel == ".":
+        return Explanation(raw, "folder", f"the inbox itself ({inbox}): explain one of the files in it")
     reason = pairing.is_ignored(rel)
     if reason:
         return Explanation(rel, "ignored", f"never taken: {reason}")
@@ -238,12 +261,17 @@ def explain(settings: Settings, ledger: Ledger, raw: str, now: float | None = No
         return Explanation(rel, "link", "a symbolic link: links are never followed; copy or move the real file in")
     if not abs_path.exists():
         return Explanation(rel, "missing", f"no such file in the inbox ({abs_path})")
+    if abs_path.is_dir():
+        return Explanation(rel, "folder", "a folder: the files in it pair with each other (outputs keep the "
+                           "folder); explain one of its files")
+    if not abs_path.is_file():
+        return Explanation(rel, "ignored", "not a regular file (a device, a pipe or a socket): never taken")
     folder = abs_path.parent
     siblings = [f"{Path(rel).parent.as_posix()}/{p.name}".lstrip("./") if "/" in rel else p.name
                 for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
     group = next((g for g in pairing.pair(siblings).groups if rel in group_members(g)), None)
     video = getattr(group, "video", None) if group is not None else None
-    if video:
+    if video and ledger is not None:
         job = ledger.open_job_for(video)
         if job is not None and job.state != State.WAITING:
             return Explanation(rel, "job", f"already job {job.id} ({job.state}); see `hotfolder show {job.id}`")

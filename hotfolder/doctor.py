@@ -70,13 +70,13 @@ secret_key = ""                              # env CHANJING_SECRET_KEY overrides
 callback_url = ""                            # optional public URL the API POSTs to when a task ends
 
 [folders]             # absolute paths, so this file can be moved (e.g. to /etc/hotfolder/)
-inbox = "{root}/inbox"       # drop <stem>.mp4 + <stem>.txt (script) or <stem>.wav/.mp3/.m4a here
-outbox = "{root}/outbox"     # <stem>.mp4 and <stem>.jpg appear here
-archive = "{root}/archive"   # inputs of finished jobs
-failed = "{root}/failed"     # inputs of failed jobs + <stem>.error.json
+inbox = {inbox}       # drop <stem>.mp4 + <stem>.txt (script) or <stem>.wav/.mp3/.m4a here
+outbox = {outbox}     # <stem>.mp4 and <stem>.jpg appear here
+archive = {archive}   # inputs of finished jobs
+failed = {failed}     # inputs of failed jobs + <stem>.error.json
 
 [ledger]
-path = "{root}/state/ledger.db"   # must be on a local disk (not NFS/SMB)
+path = {ledger}   # must be on a local disk (not NFS/SMB)
 # keep_days = 90                  # prune ended jobs older than this, daily (default: keep all)
 
 [watch]
@@ -128,6 +128,30 @@ def _inside_an_inbox(folder: Path, extra_configs: list[Path]) -> str | None:
     return None
 
 
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: quotes, backslashes and control characters escaped (a
+    folder may be named anything)."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _render_template(folder: Path) -> str:
+    """The commented config for an installation in ``folder``, with absolute paths."""
+    values = {name: toml_string(f"{folder.as_posix()}/{name}") for name in ("inbox", "outbox", "archive", "failed")}
+    values["ledger"] = toml_string(f"{folder.as_posix()}/state/ledger.db")
+    text = CONFIG_TEMPLATE
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
 def init(folder: Path, other_configs: list[Path] | None = None) -> Path:
     """Write a commented config into ``folder`` (absolute paths) and create its folders; never
     overwrites, and refuses a folder that lies inside another installation's folders."""
@@ -137,13 +161,19 @@ def init(folder: Path, other_configs: list[Path] | None = None) -> Path:
         raise SetupError(f"refusing to set up hotfolder here: {clash}; hotfolder would take its own files "
                          "as inputs. Choose a folder outside it")
     path = folder / "hotfolder.toml"
+    text = _render_template(folder)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SetupError(f"{os.fsdecode(folder)!r} is not a UTF-8 name, which a TOML config cannot hold: "
+                         "choose a folder with a UTF-8 name") from None
     if path.exists():
         raise SetupError(f"{path} already exists; edit it, or choose another folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(CONFIG_TEMPLATE.replace("{root}", folder.as_posix()))
+            fh.write(text)
         for name in ("inbox", "outbox", "archive", "failed", "state"):
             (folder / name).mkdir(exist_ok=True)
     except OSError as exc:
@@ -152,13 +182,29 @@ def init(folder: Path, other_configs: list[Path] | None = None) -> Path:
     return path
 
 
+def _cannot_create(path: Path) -> str | None:
+    """Why ``path`` (a folder, or a file's folder, that does not exist yet) cannot be created by
+    this user, or None if it can (its nearest existing ancestor is a writable folder)."""
+    ancestor = next((p for p in path.parents if p.exists()), None)
+    if ancestor is None or not ancestor.is_dir():
+        return f"{path} cannot be created: {ancestor or path.anchor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {ancestor} is not writable by this user"
+    return None
+
+
 def _folder_check(name: str, folder: Path) -> Check:
     from hotfolder.outbox import free_bytes
 
     fstype = filesystem_type(folder) or "unknown"
     if not folder.is_dir():
-        return Check(f"folder {name}", "bad", f"{folder} does not exist: create it (the daemon creates "
-                     "outbox/archive/failed at start; the inbox must exist or be mounted)")
+        if name == "inbox":
+            return Check("folder inbox", "bad", f"{folder} does not exist: create it (or mount the share); "
+                         "the daemon waits for it, `run --once` gives up after a short while")
+        problem = _cannot_create(folder)
+        if problem:
+            return Check(f"folder {name}", "bad", problem)
+        return Check(f"folder {name}", "warn", f"{folder} does not exist yet: the daemon creates it at start")
     if not os.access(folder, os.W_OK | os.X_OK):
         return Check(f"folder {name}", "bad", f"{folder} is not writable by this user")
     return Check(f"folder {name}", "ok", f"{folder} ({fstype}, {free_bytes(folder) // 2**20} MiB free)")
@@ -189,8 +235,9 @@ def _credentials(settings: Settings, ledger: Ledger | None) -> tuple[Check, Any]
                      "network, a proxy, or api.base_url; the credentials were not checked"), client
     except ApiError as exc:
         return Check("credentials", "bad", f"{url}: {scrub(str(exc))}"), client
+    shared = " and shared through the ledger with a running daemon" if ledger is not None else ""
     return Check("credentials", "ok", f"the API at {url} accepted app_id {settings.api.app_id!r} and the "
-                 "secret_key (a fresh token was issued and shared with a running daemon)"), client
+                 f"secret_key (a fresh token was issued{shared})"), client
 
 
 def _voice_checks(settings: Settings, client: Any) -> list[Check]:
@@ -235,8 +282,12 @@ def doctor(settings: Settings, deep: bool = False) -> list[Check]:
         checks.append(Check("secret permissions", "bad", warning))
     ledger: Ledger | None = None
     if not settings.ledger_path.exists():
-        checks.append(Check("ledger", "ok", f"{settings.ledger_path} does not exist yet: the daemon creates it "
-                            "at its first start"))
+        problem = _cannot_create(settings.ledger_path)
+        if problem:
+            checks.append(Check("ledger", "bad", f"{problem}: fix [ledger] path"))
+        else:
+            checks.append(Check("ledger", "ok", f"{settings.ledger_path} does not exist yet: the daemon creates it "
+                                "at its first start"))
     else:
         try:
             ledger = Ledger(settings.ledger_path)

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hotfolder import outbox
+from hotfolder import dedupe, outbox
 from hotfolder.config import Settings
 from hotfolder.ledger import Job, Ledger
 from hotfolder.ledger.notices import Notice
@@ -44,7 +44,8 @@ def end_job(ledger: Ledger, settings: Settings, job: Job, state: State, *, error
     if error is not None:
         fields.update(error=scrub(error), error_code=code or "error")
     if state == State.DONE:
-        fields.update(error=None, error_code=None, progress=100)
+        fields.update(error=None, error_code=None, progress=100,
+                      content_key=dedupe.content_key(job.inputs, job.params))
     kind = {State.DONE: "done", State.FAILED: "failed"}.get(state)
     notice = job_notice(settings, kind) if kind else None
     ended = ledger.advance(job.id, job.state, state, event=event or str(state), detail=_detail(error, code),

@@ -159,7 +159,10 @@ class Intake:
         # Called for a job recorded as failed at intake, to move its inputs (outcomes own that).
         self.on_failed = on_failed
         self.stop = stop   # long hashing yields to SIGTERM
-        self.only = only   # `run --once`: restrict to the files present at start
+        # `run --once`: restrict to the files present at start. An inbox missing at start (a share
+        # not mounted yet) has no files to name: then the files present when it first appears.
+        self.only = only
+        self._only_at_first_listing = only is not None and not only and not self.inbox.is_dir()
         self._inbox_missing_logged = False
 
     def reconfigure(self, settings: Settings) -> None:
@@ -196,6 +199,9 @@ class Intake:
         if self._inbox_missing_logged:
             log.info("inbox_back", inbox=str(self.inbox))
             self._inbox_missing_logged = False
+        if self._only_at_first_listing:
+            self._only_at_first_listing = False
+            self.only = {rel for rel, _size, _mtime in listing}
         now = self.clock()
         if self.only is not None:
             listing = [entry for entry in listing if entry[0] in self.only]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from hotfolder.errors import LedgerLockedError
+from hotfolder.errors import LedgerError, LedgerLockedError
 from hotfolder.ledger import Ledger
 
 
@@ -27,8 +27,12 @@ class DaemonLock:
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`LedgerLockedError` naming the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise LedgerError(f"cannot create the lock file {self.path}: {exc.strerror}; fix [ledger] path "
+                              "or its folder's permissions") from exc
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

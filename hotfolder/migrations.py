@@ -132,10 +132,13 @@ INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at)
 """
 
 # v3: notifications recorded in the same transaction as the transition that causes them (one row
-# per event and target, delivered at least once by their own worker), and the length of the video
-# the API made (for stats and the event body).
+# per event and target, delivered at least once by their own worker), the length of the video
+# the API made (for stats and the event body), and the content key of a done job (its inputs'
+# hashes and effective parameters) so that the same drop again reuses its result.
 _V3 = """
 ALTER TABLE jobs ADD COLUMN duration_ms INTEGER;
+ALTER TABLE jobs ADD COLUMN content_key TEXT;
+CREATE INDEX jobs_content_key ON jobs (content_key) WHERE content_key IS NOT NULL;
 CREATE TABLE notifications (
   id INTEGER PRIMARY KEY,
   event_id TEXT NOT NULL,

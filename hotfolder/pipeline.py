@@ -9,7 +9,6 @@ restart), pause for billing, or fail with a message a person can act on.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -17,15 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotfolder import callbacks, finish, outbox
+from hotfolder import callbacks, dedupe
+from hotfolder.downloads import Downloader, NotNow
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
 from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, Interrupted, OutcomeUnknown,
-                              PermanentError, RetryLater, TaskFailed, UrlExpired)
+                              PermanentError, RetryLater)
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
-from hotfolder.media import results
 from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
 
@@ -39,14 +38,6 @@ FILE_ID_FIELD = {"video": "video_file_id", "audio": "audio_file_id"}
 # Server clocks differ from ours; a task created "before" our intent by less than this is a candidate.
 CLOCK_SKEW_S = 300.0
 UPLOAD_RECHECK_AGE_S = 6 * 3600.0   # re-check a cached upload older than this before reuse
-
-
-class NotNow(Exception):
-    """Not a fault: the step must wait (a limit, a pause); retry at ``at`` without counting."""
-
-    def __init__(self, reason: str, at: float) -> None:
-        super().__init__(reason)
-        self.at = at
 
 
 class Pipeline:
@@ -65,7 +56,7 @@ class Pipeline:
         self.metrics = metrics
         self.outcomes = outcomes or Outcomes(settings, ledger, clock=clock, rng=rng or random.Random())
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
-        self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
+        self.downloader = Downloader(settings, ledger, client, self.outcomes, clock=clock, metrics=metrics)
         self.create_lock = threading.Lock()   # creates are serialized: reconciliation depends on it
         # One upload per distinct content at a time: identical files dropped together upload once.
         self._content_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -77,7 +68,7 @@ class Pipeline:
         self.settings = settings
         self.outcomes.settings = settings
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
-        self.download_slots = threading.BoundedSemaphore(settings.limits.downloads)
+        self.downloader.reconfigure(settings)
         self.client.set_limits(settings.limits)
 
     # -- the driver ---------------------------------------------------------------------------
@@ -230,6 +221,10 @@ class Pipeline:
                 # Another create's outcome is unknown: a new task now could be mistaken for it.
                 raise NotNow(f"waiting for job {unresolved[0]}'s lost create to be reconciled",
                              self.clock() + self.settings.watch.poll_interval)
+            if self.settings.dedupe.mode == "reuse":
+                reused = self._reuse_result(job)
+                if reused is not None:
+                    return reused
             request = self._request(job)
             # The intent, durable before the create leaves: after a crash we reconcile, not resend.
             if not self.ledger.update(job.id, State.SUBMITTING, event="create_intent",
@@ -251,6 +246,35 @@ class Pipeline:
             lift_pause(self.ledger, self.settings)
             log.info("task_created", remote_id=remote_id)
         return created
+
+    def _reuse_result(self, job: Job) -> Job | None:
+        """The same inputs and parameters were made before and the result is still there: take it
+        (submitting → generating → downloading) instead of paying for a new task."""
+        found = dedupe.find_reusable(self.ledger, dedupe.content_key(job.inputs, job.params), job.id)
+        if found is None:
+            return None
+        source = found.job
+        urls: dict[str, Any] = {}
+        if not found.files:
+            try:
+                task = self.client.task_detail(str(source.remote_id))
+            except ApiError:
+                return None   # the API no longer serves it: pay for a new one
+            if task.status != 20 or not task.video_url:
+                return None
+            urls = {"video_url": task.video_url, "preview_url": task.preview_url}
+        origin = source.outputs.get("reused_from") or source.id   # the job that paid for it
+        outputs = {**job.outputs, "reused_from": origin, "reuse_files": found.files}
+        moved = self.ledger.advance(job.id, State.SUBMITTING, State.GENERATING, event="result_reused",
+                                    detail={"from_job": origin, "remote_id": source.remote_id,
+                                            "from": "outbox files" if found.files else "the API"},
+                                    remote_id=source.remote_id, progress=100, outputs=outputs,
+                                    duration_ms=source.duration_ms)
+        if moved is None:
+            return None
+        log.info("result_reused", from_job=origin, remote_id=source.remote_id, files=bool(found.files))
+        return self.ledger.advance(job.id, State.GENERATING, State.DOWNLOADING, event="task_succeeded",
+                                   **urls) or self.ledger.get(job.id)
 
     def _reconcile(self, job: Job) -> str | None:
         """The task a lost create made, if the API has one the ledger does not know."""
@@ -294,103 +318,5 @@ class Pipeline:
 
     # -- download -----------------------------------------------------------------------------
     def download(self, job: Job) -> None:
-        """downloading → done: results placed atomically in the outbox, inputs archived."""
-        stage_started = time.monotonic()
-        out_dir = outbox.safe_join(self.settings.folders.outbox, job.rel_dir) if job.rel_dir \
-            else self.settings.folders.outbox
-        if "video" not in job.outputs:
-            stem = outbox.free_stem(out_dir, job.stem, [".mp4", ".jpg"])
-            planned = {**job.outputs, "video": str(out_dir / f"{stem}.mp4"), "cover": str(out_dir / f"{stem}.jpg")}
-            planned_job = self.ledger.update(job.id, State.DOWNLOADING, event="outputs_planned", outputs=planned)
-            if planned_job is None:
-                return
-            job = planned_job
-        min_free = self.settings.disk.min_free_mb * 2**20
-        if outbox.free_bytes(out_dir) < min_free:
-            log.warning("outbox_low_on_space", free_mb=outbox.free_bytes(out_dir) // 2**20,
-                        min_free_mb=self.settings.disk.min_free_mb)
-            raise NotNow("the outbox is low on space", self.clock() + 60.0)
-        for role, ext in (("video", ".mp4"), ("cover", ".jpg")):
-            final = Path(job.outputs[role])
-            tmp = out_dir / f".hotfolder-{job.id}-{role}{ext}"
-            if final.exists() and (not tmp.exists() or os.path.samefile(tmp, final)):
-                if tmp.exists():
-                    tmp.unlink()   # linked into place before a crash; only the unlink was left
-                continue
-            url = job.video_url if role == "video" else job.preview_url
-            if not url and role == "video":
-                job = self._refresh_urls(job)
-                url = job.video_url
-                if not url:
-                    raise RetryLater("the task succeeded but the API gave no video_url yet")
-            if not url:
-                log.warning("result_missing", role=role)
-                continue
-            checked = self._fetch_checked(job, role, url, tmp)
-            if checked is None:
-                return   # the result is broken: the job failed with a message naming the task
-            job = checked
-            outbox.place(tmp, final)
-            log.info("output_placed", role=role, path=str(final))
-        current = self.ledger.get(job.id)
-        if current.state != State.DOWNLOADING:
-            return   # cancelled (or ended by another worker) while downloading: nothing to finish
-        finish.end_job(self.ledger, self.settings, current, State.DONE, event="done")
-        if self.metrics is not None:
-            self.metrics.observe_stage("download", time.monotonic() - stage_started)
-        log.info("job_done")
-
-    def _fetch_checked(self, job: Job, role: str, url: str, tmp: Path) -> Job | None:
-        """Download one result into ``tmp`` and check it (a video that parses and lasts as long as
-        the task said, a cover that is a JPEG). A broken one is kept beside the failed inputs, the
-        URLs are fetched afresh and it is downloaded once more; broken twice (counted in the
-        ledger, so a restart does not reset it), the job fails naming the task. Returns the job,
-        or None when it failed."""
-        while True:
-            with self.download_slots:
-                try:
-                    size = self.client.download(url, tmp)
-                except UrlExpired:
-                    job = self._refresh_urls(job)
-                    url = (job.video_url if role == "video" else job.preview_url) or url
-                    size = self.client.download(url, tmp)
-            if self.metrics is not None:
-                self.metrics.observe_bytes("download", size)
-            problem = results.video_problem(tmp, job.duration_ms) if role == "video" else results.cover_problem(tmp)
-            if problem is None:
-                return job
-            broken = int(job.outputs.get("broken_results", 0)) + 1
-            kept = self._keep_broken(job, role, tmp)
-            log.warning("result_broken", role=role, problem=problem, kept=str(kept), attempt=broken)
-            updated = self.ledger.update(job.id, State.DOWNLOADING, event="result_broken",
-                                         detail={"role": role, "problem": problem, "kept": str(kept)},
-                                         outputs={**job.outputs, "broken_results": broken})
-            if updated is None:
-                return None
-            job = updated
-            if broken >= 2:
-                self.outcomes.fail(job, TaskFailed(
-                    f"the API's {'video' if role == 'video' else 'cover'} for task {job.remote_id} is broken "
-                    f"({problem}), twice: nothing was placed in the outbox. The broken download is kept as "
-                    f"{kept}. Retry the job (`hotfolder retry {job.id}`) or send the task id to Chanjing "
-                    "support", endpoint="download"), code="broken_result")
-                return None
-            job = self._refresh_urls(job)
-            url = (job.video_url if role == "video" else job.preview_url) or url
-
-    def _keep_broken(self, job: Job, role: str, tmp: Path) -> Path:
-        """Move a broken download next to where the job's inputs go when it fails: a paid result
-        is never thrown away, even a broken one."""
-        folder = outbox.safe_join(self.settings.folders.failed, job.rel_dir) if job.rel_dir \
-            else self.settings.folders.failed
-        ext = ".mp4" if role == "video" else ".jpg"
-        stem = outbox.free_stem(folder, f"{job.stem}.broken-{role}", [ext])
-        dest = folder / f"{stem}{ext}"
-        outbox.move(tmp, dest)
-        return dest
-
-    def _refresh_urls(self, job: Job) -> Job:
-        assert job.remote_id
-        task = self.client.task_detail(job.remote_id)
-        return self.ledger.update(job.id, State.DOWNLOADING, event="urls_refreshed",
-                                  video_url=task.video_url, preview_url=task.preview_url) or self.ledger.get(job.id)
+        """downloading → done (see :class:`hotfolder.downloads.Downloader`)."""
+        self.downloader.download(job)

@@ -49,6 +49,7 @@ def record(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": _iso_of(row, "created_at"),
         "updated_at": _iso_of(row, "updated_at"),
         "finished_at": _iso_of(row, "finished_at"),
+        "reused_from": row.get("reused_from"),   # the job whose result this one reused (no new task)
     }
 
 
@@ -58,8 +59,9 @@ def summary_of(job: Job) -> dict[str, Any]:
         "id": job.id, "name": job.name, "state": str(job.state), "remote_id": job.remote_id,
         "error": job.error, "error_code": job.error_code, "progress": job.progress, "attempts": job.attempts,
         "next_attempt_at": job.next_attempt_at, "created_at": job.created_at, "updated_at": job.updated_at,
-        "finished_at": job.finished_at, "driver": job.driver_kind if job.state != State.WAITING else None,
+        "finished_at": job.finished_at, "driver": next((r for r in ("audio", "text") if r in job.files), None) if job.state != State.WAITING else None,
         "out_video": job.outputs.get("video"), "out_cover": job.outputs.get("cover"),
+        "reused_from": job.outputs.get("reused_from"),
     }
 
 

@@ -15,6 +15,7 @@ from helpers import MEDIA, FakeClock, all_jobs
 from hotfolder.outcomes import Outcomes
 from hotfolder.chanjing import ChanjingClient
 from hotfolder.intake import Intake
+from hotfolder.pairing import classify
 from hotfolder.pipeline import Pipeline
 from test_daemon import Env, sent_text
 
@@ -35,6 +36,12 @@ MATRIX: dict[str, tuple[dict[str, bytes | str], str, list[str]]] = {
     "script and audio": ({"two.mp4": VIDEO, "two.txt": "hi", "two.wav": (MEDIA / "speech.wav").read_bytes()},
                          "failed", ["two.txt", "two.wav"]),
     "audio that is not audio": ({"aud.mp4": VIDEO, "aud.wav": b"definitely not RIFF"}, "failed", ["aud.wav"]),
+    # Formats the API does not take: recognised, and failed at once naming the ones it takes.
+    "flac audio": ({"flc.mp4": VIDEO, "flc.flac": b"fLaC" + b"\x00" * 60}, "failed", ["flc.flac", ".wav", ".mp3", ".m4a"]),
+    "ogg audio": ({"ogg.mp4": VIDEO, "ogg.ogg": b"OggS" + b"\x00" * 60}, "failed", ["ogg.ogg", ".wav", ".mp3", ".m4a"]),
+    "opus audio": ({"ops.mp4": VIDEO, "ops.opus": b"OggS" + b"\x00" * 60}, "failed", ["ops.opus", ".wav"]),
+    "mkv video": ({"mkv.mkv": b"\x1aE\xdf\xa3" + b"\x00" * 60, "mkv.txt": "hi"}, "failed",
+                  ["mkv.mkv", ".mp4", ".mov", ".webm"]),
     "gbk text": ({"gbk.mp4": VIDEO, "gbk.txt": "你好，世界".encode("gbk")}, "done", []),
     "utf-16 text": ({"u16.mp4": VIDEO, "u16.txt": "你好，世界".encode("utf-16")}, "done", []),
     "unicode, spaces, emoji name": ({"会议 记录 🎬.mp4": VIDEO, "会议 记录 🎬.txt": "你好"}, "done", []),
@@ -53,7 +60,7 @@ def test_bad_input_matrix(tmp_path: Path, sandbox: Any) -> None:
     failed_dir = env.settings.folders.failed
     report = []
     for case, (files, state, words) in MATRIX.items():
-        video = next(n for n in files if n.lower().endswith((".mp4", ".mov", ".webm")))
+        video = next(n for n in files if classify(n) == "video")
         job = jobs[video]
         assert job.state == state, f"{case}: {job.state} ({job.error})"
         if state == "failed":

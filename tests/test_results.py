@@ -80,3 +80,56 @@ def test_the_quota_code_pauses_submissions_instead_of_failing(tmp_path: Path, sa
 
         control.resume(env.ledger(), env.settings)   # `hotfolder resume`: no 600 s wait
         wait_for(lambda: all_jobs(env.ledger())[0].state == "done", timeout=30, message="done after resume")
+
+
+def test_the_same_pair_dropped_again_reuses_the_result_with_zero_creates(tmp_path: Path, sandbox: Any) -> None:
+    env = Env(tmp_path, sandbox)
+    env.drop("promo.mp4", MEDIA / "portrait.mp4")
+    env.drop("promo.txt", "the same words")
+    assert env.run_once() == 0
+    creates = len([e for e in sandbox.journal() if e["endpoint"] == "create"])
+    # A sync tool copies the folder again; a person drops it again in a subfolder.
+    env.drop("promo.mp4", MEDIA / "portrait.mp4")
+    env.drop("promo.txt", "the same words")
+    env.drop("again/promo.mp4", MEDIA / "portrait.mp4")
+    env.drop("again/promo.txt", "the same words")
+    assert env.run_once() == 0
+    assert len([e for e in sandbox.journal() if e["endpoint"] == "create"]) == creates   # zero new creates
+    jobs = {j.id: j for j in all_jobs(env.ledger())}
+    first = min(jobs)
+    reused = [j for j in jobs.values() if j.id != first]
+    assert len(reused) == 2 and all(j.state == "done" and j.outputs["reused_from"] == first for j in reused)
+    out = env.settings.folders.outbox
+    assert (out / "promo-2.mp4").read_bytes() == (out / "promo.mp4").read_bytes()
+    assert (out / "again" / "promo.mp4").exists()
+    rows = json.loads(__import__("subprocess").run(
+        [__import__("sys").executable, "-m", "hotfolder", "status", "--json", "--config", str(env.config_path)],
+        capture_output=True, text=True, check=True).stdout)
+    assert [r.get("reused_from") for r in rows] == [None, first, first]
+
+
+def test_a_reused_result_whose_files_are_gone_comes_from_the_api_and_mode_again_pays(tmp_path: Path,
+                                                                                      sandbox: Any) -> None:
+    env = Env(tmp_path, sandbox)
+    env.drop("x.mp4", MEDIA / "portrait.mp4")
+    env.drop("x.txt", "words")
+    assert env.run_once() == 0
+    (env.settings.folders.outbox / "x.mp4").unlink()   # the team moved the result elsewhere
+    env.drop("x.mp4", MEDIA / "portrait.mp4")
+    env.drop("x.txt", "words")
+    assert env.run_once() == 0
+    assert len([e for e in sandbox.journal() if e["endpoint"] == "create"]) == 1
+    second = all_jobs(env.ledger())[-1]
+    assert second.outputs["reused_from"] == 1 and Path(second.outputs["video"]).exists()
+    assert any(e["kind"] == "result_reused" and e["detail"]["from"] == "the API" for e in env.ledger().events(second.id))
+    # Different parameters are different content: a new task.
+    env.drop("x.mp4", MEDIA / "portrait.mp4")
+    env.drop("x.txt", "other words")
+    assert env.run_once() == 0
+    assert len([e for e in sandbox.journal() if e["endpoint"] == "create"]) == 2
+    again = Env(tmp_path / "b", sandbox, dedupe={"mode": "again"})
+    for _ in range(2):
+        again.drop("y.mp4", MEDIA / "portrait.mp4")
+        again.drop("y.txt", "words")
+        assert again.run_once() == 0
+    assert len([e for e in sandbox.journal() if e["endpoint"] == "create"]) == 4

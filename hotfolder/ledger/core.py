@@ -15,7 +15,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +204,12 @@ class Ledger:
             f"SELECT * FROM jobs WHERE name = ? AND (state NOT IN ({', '.join('?' * len(terminal))}) "
             "OR moves_pending = 1) ORDER BY id DESC LIMIT 1", [name, *terminal])
         return Job.from_row(rows[0]) if rows else None
+
+    def done_with_content(self, content_key: str, limit: int = 5) -> list[Job]:
+        """The newest done jobs that made this content (indexed), for reusing their result."""
+        return [Job.from_row(r) for r in self._rows(
+            "SELECT * FROM jobs WHERE content_key = ? AND state = 'done' ORDER BY id DESC LIMIT ?",
+            [content_key, limit])]
 
     def job_for_remote(self, remote_id: str) -> Job | None:
         """The newest job following this remote task, if any (indexed)."""

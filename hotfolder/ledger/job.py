@@ -52,6 +52,7 @@ class Job:
     finished_at: float | None = None
     moves_pending: bool = False   # ended, and its inputs are not all moved yet
     duration_ms: int | None = None   # the made video's length, as the API reported it
+    content_key: str | None = None   # set when done: hash of the inputs and parameters (dedupe)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":

@@ -28,10 +28,12 @@ _SUMMARY = (
     "CASE WHEN json_extract(files, '$.audio') IS NOT NULL THEN 'audio' "
     "     WHEN json_extract(files, '$.text') IS NOT NULL THEN 'text' END AS driver, "
     "json_extract(outputs, '$.video') AS out_video, json_extract(outputs, '$.cover') AS out_cover, "
+    "json_extract(outputs, '$.reused_from') AS reused_from, "
     + ", ".join(_iso_sql(c) for c in ("next_attempt_at", "created_at", "updated_at", "finished_at"))
 )
 _COLUMNS = ("id", "name", "state", "remote_id", "error", "error_code", "progress", "attempts",
             "next_attempt_at", "created_at", "updated_at", "finished_at", "driver", "out_video", "out_cover",
+            "reused_from",
             "next_attempt_at_iso", "created_at_iso", "updated_at_iso", "finished_at_iso")
 PRUNE_BATCH = 2000
 
@@ -79,7 +81,7 @@ _STATUS_JSON = (
     "'outputs', CASE WHEN json_extract(outputs, '$.video') IS NULL THEN json_object() "
     "ELSE json_object('video', json_extract(outputs, '$.video'), 'cover', json_extract(outputs, '$.cover')) END, "
     f"'created_at', {_iso_expr('created_at')}, 'updated_at', {_iso_expr('updated_at')}, "
-    f"'finished_at', {_iso_expr('finished_at')})"
+    f"'finished_at', {_iso_expr('finished_at')}, 'reused_from', json_extract(outputs, '$.reused_from'))"
 )
 
 
