@@ -5,6 +5,7 @@ The CLI stays thin (parse, call, print); the logic lives here so it can be teste
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -53,6 +54,11 @@ def sent_params(job: Job) -> dict[str, Any]:
             out["voice" if key == "audio_man_id" else key] = params.pop(key)
     out.update({k: v for k, v in params.items() if v not in (None, "")})
     return out
+
+
+def preset_of(settings: Settings, job: Job) -> str | None:
+    """The preset a job uses: its top inbox folder's, or the one `submit --preset` named."""
+    return job.outputs.get("preset") or settings.preset_for(job.rel_dir)[0]
 
 
 def parse_states(values: Iterable[str]) -> list[State]:
@@ -158,6 +164,9 @@ def retry(ledger: Ledger, settings: Settings, ref: str) -> Job:
         raise ControlError(f"job {job.id} ({job.name}) has {what}: put exactly one of {video.stem}.txt (text "
                            f"to speak) or {video.stem}.wav/.mp3/.m4a (speech) beside {video}, then retry; "
                            "or drop the pair into the inbox again")
+    chosen = job.outputs.get("preset")   # `submit --preset`: keep it for the retry
+    if chosen in settings.presets:
+        settings = dataclasses.replace(settings, lipsync={**settings.lipsync, **settings.presets[chosen]})
     try:
         params = build_params(settings, files, job.name)
         inputs = {role: file_facts(p) for role, p in files.items()}
@@ -167,7 +176,7 @@ def retry(ledger: Ledger, settings: Settings, ref: str) -> Job:
         raise ControlError(f"job {job.id}: cannot read its inputs: {exc.strerror or exc}") from exc
     err_file = Path(files["video"]).with_name(Path(files["video"]).stem + ".error.json")
     queued = ledger.advance(job.id, job.state, State.QUEUED, event="retry", files={k: str(v) for k, v in files.items()},
-                            inputs=inputs, params=params, outputs={}, remote_id=None, create_intent_at=None,
+                            inputs=inputs, params=params, outputs={"preset": chosen} if chosen else {}, remote_id=None, create_intent_at=None,
                             video_file_id=None, audio_file_id=None, video_url=None, preview_url=None,
                             attempts=0, next_attempt_at=0.0, first_trouble_at=None, last_error_kind=None,
                             same_error_count=0, error=None, error_code=None, finished_at=None, progress=0)
@@ -299,11 +308,13 @@ def explain(settings: Settings, ledger: Ledger | None, raw: str, now: float | No
     except OSError as exc:
         return Explanation(rel, "bad_input", f"cannot be read: {exc.strerror or exc}")
     pid = daemon_pid(settings)
+    preset, _values = settings.preset_for(group.video.rpartition("/")[0])
+    pair = f"a complete pair ({', '.join(sorted(group_members(group)))}; " + \
+        (f"preset {preset!r})" if preset else "the [lipsync] defaults)")
     if pid:
-        return Explanation(rel, "ready", f"a complete pair ({', '.join(sorted(group_members(group)))}): the "
-                           f"running daemon (pid {pid}) takes it at its next scan")
-    return Explanation(rel, "ready", f"a complete pair ({', '.join(sorted(group_members(group)))}), but no "
-                       "daemon is running: start `hotfolder run` (or `hotfolder run --once`)")
+        return Explanation(rel, "ready", f"{pair}: the running daemon (pid {pid}) takes it at its next scan")
+    return Explanation(rel, "ready", f"{pair}, but no daemon is running: start `hotfolder run` (or "
+                       "`hotfolder run --once`)")
 
 
 def daemon_pid(settings: Settings) -> str | None:

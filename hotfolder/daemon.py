@@ -86,13 +86,16 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
                  clock: Callable[[], float] = time.time, client: ChanjingClient | None = None,
                  inbox_grace: float = ONCE_INBOX_GRACE_S, notifier: Notifier | None = None,
-                 liveness: Liveness | None = None, loop_max_silence: float = MAIN_LOOP_MAX_SILENCE_S) -> None:
+                 liveness: Liveness | None = None, loop_max_silence: float = MAIN_LOOP_MAX_SILENCE_S,
+                 jobs_only: set[int] | None = None) -> None:
         self.settings = settings
         self.once = once
         self.stop = stop or threading.Event()
         self.clock = clock
         self.inbox_grace = inbox_grace
         self.loop_max_silence = loop_max_silence
+        # `hotfolder submit` without a running daemon: drive these jobs only, take nothing new.
+        self.jobs_only = jobs_only
         self._wake = threading.Event()
         self._client = client
         self._running: set[int] = set()
@@ -159,11 +162,17 @@ class Daemon:
         self.poller = Poller(s, ledger, self.client, self.outcomes, self.clock, metrics=self.metrics)
         self.once_state = _Once()
         only: set[str] | None = None
-        if self.once:
-            only = {rel for rel, _size, _mtime in list_inbox(s.folders.inbox) or []}
+        first_listing = False
+        if self.jobs_only is not None:
+            only = set()
+            self.once_state.tracked = set(self.jobs_only)
+        elif self.once:
+            listing = list_inbox(s.folders.inbox)
+            only = {rel for rel, _size, _mtime in listing or []}
+            first_listing = listing is None   # no inbox yet: take what is there when it appears
             self.once_state.tracked = {j.id for j in ledger.jobs(ACTIVE)}
         self.intake = Intake(s, ledger, clock=self.clock, on_failed=self.outcomes.fail_at_intake, stop=self.stop,
-                             only=only)
+                             only=only, only_first_listing=first_listing)
         moved = finish.complete_pending(ledger, s)
         log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),
                  api=s.api.base_url, jobs=ledger.counts(), finished_interrupted_moves=moved)
@@ -373,6 +382,8 @@ class Daemon:
         """`run --once`: the exit code once everything it drives has ended, else None."""
         if not self.once:
             return None
+        if self.jobs_only is not None:
+            return self._once_exit() if self._once_finished() else None
         if not result.inbox_ok:
             since = self.once_state.inbox_missing_since = self.once_state.inbox_missing_since or now
             if now - since >= self.inbox_grace:
@@ -383,6 +394,9 @@ class Daemon:
         self.once_state.inbox_missing_since = None
         if result.unsettled or not self._once_finished():
             return None
+        return self._once_exit()
+
+    def _once_exit(self) -> int:
         states = [self.ledger.get(j).state for j in self.once_state.tracked]
         return EXIT_FAILED if any(st in (State.FAILED, State.CANCELLED) for st in states) else EXIT_OK
 

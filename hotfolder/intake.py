@@ -81,7 +81,9 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
     overrides: dict[str, Any] = {}
     if "overrides" in files:
         overrides = pairing.validate_overrides(_read_small(files["overrides"], name), files["overrides"].name)
-    params: dict[str, Any] = {**settings.lipsync, **overrides}
+    # Precedence: <stem>.json > the preset of the job's top folder > [lipsync].
+    _preset, defaults = settings.preset_for(name.rpartition("/")[0])
+    params: dict[str, Any] = {**defaults, **overrides}
     if "screen_width" not in params or "screen_height" not in params:
         width, height = media.display_size(info)
         params.setdefault("screen_width", width or 1080)
@@ -91,7 +93,8 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
         if not params.get("audio_man_id"):
             raise InputError(
                 f"{name}: no voice to speak {files['text'].name} with: set [lipsync] audio_man_id in the "
-                "config or \"audio_man_id\" in a <stem>.json sidecar (`hotfolder voices` lists them)",
+                "config (or in the folder's [presets.NAME]), or \"audio_man_id\" in a <stem>.json sidecar "
+                "(`hotfolder voices` lists them)",
                 path=name)
     else:
         audio = files["audio"]
@@ -151,7 +154,8 @@ class Intake:
 
     def __init__(self, settings: Settings, ledger: Ledger, *, clock: Callable[[], float] = time.time,
                  on_failed: Callable[[int, InputError], None] | None = None,
-                 stop: threading.Event | None = None, only: set[str] | None = None) -> None:
+                 stop: threading.Event | None = None, only: set[str] | None = None,
+                 only_first_listing: bool = False) -> None:
         self.settings = settings
         self.ledger = ledger
         self.clock = clock
@@ -162,7 +166,8 @@ class Intake:
         # `run --once`: restrict to the files present at start. An inbox missing at start (a share
         # not mounted yet) has no files to name: then the files present when it first appears.
         self.only = only
-        self._only_at_first_listing = only is not None and not only and not self.inbox.is_dir()
+        # `run --once` found no inbox at start: take what is there when it first appears.
+        self._only_at_first_listing = only_first_listing
         self._inbox_missing_logged = False
 
     def reconfigure(self, settings: Settings) -> None:
