@@ -43,26 +43,31 @@ def _in(states: Iterable[State | str]) -> tuple[str, list[str]]:
     return f"state IN ({', '.join('?' * len(wanted))})", wanted
 
 
-def iter_summaries(ledger: Ledger, states: Iterable[State | str] | None = None,
-                   limit: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:
-    """Every job (or those in ``states``) as a flat summary, streamed from one cursor."""
+def _stream(ledger: Ledger, select: str, states: Iterable[State | str] | None, limit: int | None,
+            newest_first: bool = False) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``SELECT {select} FROM jobs`` (optionally of ``states``, at most ``limit``) by id,
+    from one cursor, a batch at a time: memory stays flat for any ledger size."""
     where, args = ("", [])
     if states:
         clause, args = _in(states)
         where = f"WHERE {clause}"
-    order = "DESC" if newest_first else "ASC"
-    sql = f"SELECT {_SUMMARY} FROM jobs {where} ORDER BY id {order}"
+    sql = f"SELECT {select} FROM jobs {where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
     if limit is not None:
         sql += " LIMIT ?"
         args = [*args, int(limit)]
-    # fetchmany: rows are decoded a batch at a time, so memory stays flat for any ledger size.
     cursor = ledger.conn.execute(sql, args)
     try:
-        while batch := cursor.fetchmany(1000):
-            for row in batch:
-                yield dict(zip(_COLUMNS, row))
+        while batch := cursor.fetchmany(2000):
+            yield from batch
     finally:
         cursor.close()
+
+
+def iter_summaries(ledger: Ledger, states: Iterable[State | str] | None = None,
+                   limit: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Every job (or those in ``states``) as a flat summary, streamed from one cursor."""
+    for row in _stream(ledger, _SUMMARY, states, limit, newest_first):
+        yield dict(zip(_COLUMNS, row))
 
 
 def _iso_expr(column: str) -> str:
@@ -88,21 +93,8 @@ _STATUS_JSON = (
 def iter_status_json(ledger: Ledger, states: Iterable[State | str] | None = None,
                      limit: int | None = None) -> Iterator[str]:
     """Each job's ``status --json`` object as JSON text, oldest first, streamed."""
-    where, args = ("", [])
-    if states:
-        clause, args = _in(states)
-        where = f"WHERE {clause}"
-    sql = f"SELECT {_STATUS_JSON} FROM jobs {where} ORDER BY id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args = [*args, int(limit)]
-    cursor = ledger.conn.execute(sql, args)
-    try:
-        while batch := cursor.fetchmany(2000):
-            for (text,) in batch:
-                yield text
-    finally:
-        cursor.close()
+    for (text,) in _stream(ledger, _STATUS_JSON, states, limit):
+        yield text
 
 
 def unfinished(ledger: Ledger) -> list[dict[str, Any]]:
