@@ -103,6 +103,10 @@ class Downloader:
             if checked is None:
                 return   # the result is broken: the job failed with a message naming the task
             job = checked
+            if self.ledger.get(job.id).state != State.DOWNLOADING:
+                tmp.unlink(missing_ok=True)   # cancelled while it downloaded: its result is ignored
+                log.info("download_dropped", role=role, reason="the job ended while its results were fetched")
+                return
             placed[role] = {f"{role}_sha256": dedupe.file_sha256(tmp), f"{role}_size": tmp.stat().st_size}
             outbox.place(tmp, final)
             log.info("output_placed", role=role, path=str(final))

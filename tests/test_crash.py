@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from helpers import FAST_SANDBOX, MEDIA, all_jobs, wait_for, write_config
 from hotfolder import config
 from hotfolder.ledger import Ledger
+from hotfolder.states import ACTIVE, State
 
 SECRET = "s3cr3t-Very-Distinct-Key-9f8e7d"
 
@@ -78,6 +80,7 @@ def check_outputs(settings: config.Settings, sandbox: Any, expected: dict[str, b
     assert len(sandbox.tasks()) == len(expected) == len(creates)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_job_then_resume(tmp_path: Path, sandbox: Any) -> None:
     sandbox.update(generate_seconds=2.0)
     path = write_config(tmp_path, sandbox.base_url, api={"secret_key": "overridden-by-env"})
@@ -88,6 +91,7 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path, sandbox: Any) -> None:
     try:
         ledger = wait_for(lambda: settings.ledger_path.exists() and Ledger(settings.ledger_path), message="ledger")
         wait_for(lambda: any(j.state == "generating" for j in all_jobs(ledger)), message="a task in flight")
+        assert proc.poll() is None, "the daemon died by itself before the kill"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -106,32 +110,141 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path, sandbox: Any) -> None:
             assert SECRET not in path_.read_text(errors="replace"), path_
 
 
-def test_chaos_kills_at_random_moments(tmp_path: Path, sandbox: Any) -> None:
-    """20 jobs, 8 SIGKILLs at seeded random moments, restarts; then everything is right."""
+class CreateGate:
+    """Holds the next create that reaches the sandbox until the test has killed the daemon that
+    sent it, then lets the sandbox make the task (its answer is lost: a lost create) or drop the
+    request unseen (nothing made). A hook on the emulator's request handler, not on hotfolder."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: bool | None = None
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def arm(self, process: bool) -> None:
+        with self._lock:
+            self._armed = process
+        self.arrived.clear()
+        self.release.clear()
+
+    def hook(self, original: Any) -> Any:
+        gate = self
+
+        def _api(handler: Any, endpoint: str, bucket: str | None, query: dict[str, str]) -> None:
+            if endpoint == "create":
+                with gate._lock:
+                    process, gate._armed = gate._armed, None
+                if process is not None:
+                    gate.arrived.set()
+                    gate.release.wait(timeout=90)
+                    if not process:
+                        handler._record("create", None, None, "drop", False, handler.app.clock())
+                        handler.drop()
+                        return
+            original(handler, endpoint, bucket, query)
+
+        return _api
+
+
+def log_count(log: Path, event: str) -> int:
+    return log.read_text(errors="replace").count(f'"{event}"') if log.exists() else 0
+
+
+def last_event_id(ledger: Ledger) -> int:
+    return ledger.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+
+
+def done(ledger: Ledger) -> int:
+    return ledger.count(State.DONE)
+
+
+def unfinished(ledger: Ledger) -> int:
+    return sum(n for state, n in ledger.counts().items() if state in ACTIVE)
+
+
+@pytest.mark.slow
+def test_chaos_kills_at_random_moments(tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 jobs, 8 SIGKILLs at seeded moments, restarts; then everything is right, and every create
+    whose answer a kill lost was adopted (never sent again), every one that never arrived reconciled.
+
+    The moments: six kills after a seeded number of ledger events plus a seeded pause; two while a
+    create is in the sandbox's hands (the sandbox then makes one of them and never sees the other).
+    """
     rng = random.Random(20261124)
-    # Slow creates widen the window in which a kill lands between sending a create and recording it.
-    sandbox.update(generate_seconds=1.0, slow_rate=0.3, slow_seconds=0.4)
+    # Slow requests widen the window in which a random kill lands between a create and its record.
+    sandbox.update(seed=20261124, generate_seconds=1.0, slow_rate=0.3, slow_seconds=0.4)
+    from hotfolder.sandbox.server import Handler
+
+    gate = CreateGate()
+    monkeypatch.setattr(Handler, "_api", gate.hook(Handler._api))
     path = write_config(tmp_path, sandbox.base_url, api={"secret_key": "overridden-by-env"})
     settings = config.load(path, env={})
     expected = drop_jobs(settings.folders.inbox, 20)
     log = tmp_path / "daemon.log"
     started = time.monotonic()
-    kills = 0
-    for _ in range(8):
-        proc = start_daemon(path, log)
-        time.sleep(rng.uniform(0.3, 2.5))   # the seeded random moment of the kill is the point here
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        kills += 1
+    held = dict(zip(sorted(rng.sample(range(1, 6), 2)), rng.sample([True, False], 2)))
+    kills: list[dict[str, Any]] = []
+    made_by_held: dict[str, int] = {}   # task id -> the job whose held create made it
+    intent_of_unsent: list[int] = []
+    try:
+        for round_ in range(8):
+            if round_ in held:
+                gate.arm(process=held[round_])
+            proc = start_daemon(path, log)
+            try:
+                wait_for(lambda: log_count(log, "daemon_start") > round_, timeout=30,
+                         message=f"daemon {round_} to start")
+                ledger = Ledger(settings.ledger_path)
+                if round_ in held:
+                    assert gate.arrived.wait(timeout=60), f"round {round_}: no create reached the sandbox"
+                    [intent] = [j for j in ledger.jobs([State.SUBMITTING]) if j.create_intent_at is not None]
+                else:
+                    # k more events (or the work nearly done: the last kill must still find some).
+                    base, k = last_event_id(ledger), rng.randint(3, 30)
+                    wait_for(lambda: last_event_id(ledger) >= base + k or done(ledger) >= len(expected) - 4,
+                             timeout=60, message=f"round {round_}: {k} more ledger events")
+                    time.sleep(rng.uniform(0.0, 0.3))   # deliberate: the seeded moment between two events
+                tasks_before = {t["id"] for t in sandbox.tasks()}
+                kills.append({"round": round_, "alive": proc.poll() is None, "unfinished": unfinished(ledger),
+                              "states": ledger.counts()})
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            if round_ in held:
+                gate.release.set()
+                if held[round_]:
+                    [task] = wait_for(lambda: [t["id"] for t in sandbox.tasks() if t["id"] not in tasks_before
+                                               and t["request"]["video_file_id"] == intent.video_file_id],
+                                      timeout=10, message="the held create to be made")
+                    made_by_held[task] = intent.id
+                else:
+                    wait_for(lambda: any(e["endpoint"] == "create" and e["fault"] == "drop"
+                                         for e in sandbox.journal()), timeout=10, message="the held create dropped")
+                    intent_of_unsent.append(intent.id)
+    finally:
+        gate.release.set()
+    # Every kill hit a live daemon in the middle of its work.
+    assert len(kills) == 8 and all(k["alive"] and k["unfinished"] > 0 for k in kills), kills
     sandbox.update(slow_rate=0.0)
     final = start_daemon(path, log, "--once")
     assert final.wait(timeout=100) == 0, log.read_text()[-3000:]
-    assert kills == 8
-    check_outputs(settings, sandbox, expected)
-    assert time.monotonic() - started < 120
+    check_outputs(settings, sandbox, expected)   # one task per job: nothing was paid for twice
+    assert time.monotonic() - started < 150
     assert SECRET not in log.read_text()
     ledger = Ledger(settings.ledger_path)
-    kinds = Counter(e["kind"] for j in all_jobs(ledger) for e in ledger.events(j.id))
-    print(f"chaos: kills={kills} jobs={len(expected)} creates={len(sandbox.tasks())} "
-          f"adopted={kinds['task_adopted']} reconciled_none={kinds['reconciled']} "
-          f"retries={kinds['retry_scheduled']} seconds={time.monotonic() - started:.1f}")
+    history = {j.id: ledger.events(j.id) for j in all_jobs(ledger)}
+    created = {e["detail"]["remote_id"] for evs in history.values() for e in evs if e["kind"] == "task_created"}
+    adopted = {e["detail"]["remote_id"]: job_id for job_id, evs in history.items() for e in evs
+               if e["kind"] == "task_adopted"}
+    lost = {t["id"] for t in sandbox.tasks()} - created
+    # Tasks whose create answer a kill lost: each adopted by the job that sent it, none sent again.
+    assert len(made_by_held) == 1 and set(made_by_held) <= lost
+    assert set(adopted) == lost, (adopted, lost)
+    assert all(adopted[task] == job_id for task, job_id in made_by_held.items())
+    for remote_id, job_id in adopted.items():
+        assert ledger.get(job_id).remote_id == remote_id and ledger.get(job_id).state == State.DONE
+    # The create the sandbox never saw: reconciled to "nothing", then sent once.
+    [job_id] = intent_of_unsent
+    kinds = [e["kind"] for e in history[job_id]]
+    assert {"found": None} in [e["detail"] for e in history[job_id] if e["kind"] == "reconciled"]
+    assert kinds.index("reconciled") < max(i for i, k in enumerate(kinds) if k in ("task_created", "task_adopted"))

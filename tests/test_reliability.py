@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 
 from helpers import MEDIA, all_jobs, wait_for
 from test_crash import drop_jobs
@@ -46,6 +47,7 @@ def test_ten_pairs_into_a_running_daemon(tmp_path: Path, sandbox: Any) -> None:
     assert counts.get("list", 0) >= 1
 
 
+@pytest.mark.slow
 def test_everything_finishes_despite_injected_faults(tmp_path: Path, sandbox: Any) -> None:
     sandbox.update(seed=7, error_rate=0.2, drop_rate=0.05, truncate_rate=0.2, token_ttl=3, generate_seconds=2.0,
                    queries_per_second=1)   # the client is allowed 200/s: the sandbox says 40001
@@ -77,6 +79,7 @@ def test_remote_failures_end_in_failed_with_an_error_file(tmp_path: Path, sandbo
     assert "98" in error["message"] or "rejected" in error["message"].lower() or "refused" in error["message"]
 
 
+@pytest.mark.slow
 def test_billing_pause_requeues_and_resumes_by_itself(tmp_path: Path, sandbox: Any) -> None:
     sandbox.update(balance_creates=1, balance_mode="refuse")
     env = Env(tmp_path, sandbox, retry={"billing_recheck_seconds": 0.5})
@@ -96,6 +99,7 @@ def test_billing_pause_requeues_and_resumes_by_itself(tmp_path: Path, sandbox: A
     assert_all_done(env, expected)
 
 
+@pytest.mark.slow
 def test_task_ending_30_for_balance_is_retried_not_failed(tmp_path: Path, sandbox: Any) -> None:
     sandbox.update(balance_creates=0, balance_mode="fail_task")
     env = Env(tmp_path, sandbox, retry={"billing_recheck_seconds": 0.5})
@@ -110,6 +114,7 @@ def test_task_ending_30_for_balance_is_retried_not_failed(tmp_path: Path, sandbo
     assert_all_done(env, expected)
 
 
+@pytest.mark.slow
 def test_sigterm_exits_0_within_10_s_and_the_job_resumes(tmp_path: Path, sandbox: Any) -> None:
     sandbox.update(generate_seconds=3.0)
     env = Env(tmp_path, sandbox)
@@ -131,14 +136,19 @@ def test_sigterm_exits_0_within_10_s_and_the_job_resumes(tmp_path: Path, sandbox
     assert_all_done(env, expected)
 
 
+@pytest.mark.slow
 def test_inbox_that_disappears_is_not_taken_as_empty(tmp_path: Path, sandbox: Any) -> None:
     env = Env(tmp_path, sandbox)
     env.drop("w.mp4", MEDIA / "portrait.mp4")
-    with Running(env):
+    with Running(env) as running:
         wait_for(lambda: "w.mp4" in env.jobs(), message="a waiting job")
         away = tmp_path / "unmounted"
         env.inbox.rename(away)
-        time.sleep(2.5)   # longer than a rescan: the daemon must look at the missing inbox and do nothing
+        renamed_at = time.time()
+        # A scan that started after the inbox went away sets the next one a rescan period later.
+        wait_for(lambda: running.daemon.next_rescan >= renamed_at + env.settings.watch.rescan_seconds, timeout=15,
+                 message="a scan of the missing inbox")
+        # It looked at the missing inbox and did nothing: an unmounted share is not an empty one.
         assert env.jobs()["w.mp4"].state == "waiting"
         away.rename(env.inbox)
         (env.inbox / "w.txt").write_text("back again")
