@@ -17,6 +17,7 @@ from hotfolder.config import Settings
 from hotfolder.ledger import Job, Ledger
 from hotfolder.ledger.notices import Notice
 from hotfolder.log import get_logger, scrub
+from hotfolder.media import convert
 from hotfolder.records import event_body
 from hotfolder.states import TERMINAL, State
 
@@ -101,6 +102,8 @@ def _complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
             log.error("error_file_failed", job_id=job.id, job=job.name, error=str(exc))
             return
     _remove_stale_temps(settings, job)
+    release_work_files(ledger, settings, [facts.get("sha256", "") for facts in job.inputs.values()],
+                       job_id=job.id)
     ledger.update(job.id, job.state, files={**job.files, **moved}, moves_pending=0, event="inputs_moved",
                   detail={"to": sorted(set(str(Path(p).parent) for p in moved.values()))} if moved else None)
 
@@ -114,6 +117,27 @@ def _remove_stale_temps(settings: Settings, job: Job) -> None:
                 tmp.unlink()
             except OSError as exc:
                 log.warning("temp_cleanup_failed", file=str(tmp), error=str(exc))
+
+
+def release_work_files(ledger: Ledger, settings: Settings, sha256s: list[str], *, job_id: int) -> list[Path]:
+    """Remove the local conversions (``<ledger folder>/work``) of these input hashes, except those
+    another job still has to upload (queued or uploading with the same content): a job that
+    ended, or whose converted input is uploaded and cached, needs them no more. Never touches
+    an input itself; a conversion still being written is a temporary file and is left alone."""
+    work = convert.work_dir(settings)
+    wanted = [sha for sha in sha256s if sha and any(work.glob(f"{sha}.*"))] if work.is_dir() else []
+    if not wanted:
+        return []   # the common case (nothing was converted) costs no query
+    in_use = {facts.get("sha256") for other in ledger.jobs([State.QUEUED, State.UPLOADING])
+              if other.id != job_id for facts in other.inputs.values()}
+    try:
+        removed = convert.remove_work_files(work, [sha for sha in wanted if sha not in in_use])
+    except OSError as exc:
+        log.warning("work_cleanup_failed", job_id=job_id, folder=str(work), error=str(exc))
+        return []
+    if removed:
+        log.debug("work_files_removed", job_id=job_id, files=[p.name for p in removed])
+    return removed
 
 
 def error_document(job: Job) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from hotfolder.config import Settings
 from hotfolder.errors import InputError, Interrupted
 from hotfolder.ledger import Ledger
 from hotfolder.log import get_logger
+from hotfolder.media import convert
 from hotfolder.states import State
 
 log = get_logger("hotfolder.intake")
@@ -60,17 +61,25 @@ def file_facts(path: Path, stop: threading.Event | None = None) -> dict[str, Any
 def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[str, Any]:
     """Validate a job's inputs and return the lip-sync parameters, or raise InputError.
 
-    Reads only headers and the small text/JSON sidecars: nothing is uploaded yet.
+    Reads only headers and the small text/JSON sidecars: nothing is uploaded yet. A video or
+    audio the API does not take (``.mkv``, ``.flac``...) is read with ffmpeg instead (it is
+    converted in the upload stage); without ffmpeg it fails here, saying how to install it.
     """
-    for path in files.values():
-        problem = pairing.api_format_problem(path.name)
-        if problem:
-            raise InputError(problem, path=path.name)
     video = files["video"]
+    converted: dict[str, convert.Inspection] = {}
+    info: media.VideoInfo | convert.Inspection
     try:
-        size = video.stat().st_size
-        with open(video, "rb") as fh:
-            info = media.probe_video(fh, size, name=name)
+        for role in ("video", "audio"):
+            kind = convert.needs_conversion(files[role].name) if role in files else None
+            if kind is not None:
+                converted[role] = convert.validate(files[role], kind,
+                                                   name=name if role == "video" else files[role].name)
+        if "video" in converted:
+            info = converted["video"]
+        else:
+            size = video.stat().st_size
+            with open(video, "rb") as fh:
+                info = media.probe_video(fh, size, name=name)
     except FileNotFoundError:
         raise   # vanished (taken by a job that just ended, or removed): not an input error
     except PermissionError as exc:
@@ -85,7 +94,7 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
     _preset, defaults = settings.preset_for(name.rpartition("/")[0])
     params: dict[str, Any] = {**defaults, **overrides}
     if "screen_width" not in params or "screen_height" not in params:
-        width, height = media.display_size(info)
+        width, height = info.display_size() if isinstance(info, convert.Inspection) else media.display_size(info)
         params.setdefault("screen_width", width or 1080)
         params.setdefault("screen_height", height or 1920)
     if "text" in files:
@@ -96,7 +105,7 @@ def build_params(settings: Settings, files: dict[str, Path], name: str) -> dict[
                 "config (or in the folder's [presets.NAME]), or \"audio_man_id\" in a <stem>.json sidecar "
                 "(`hotfolder voices` lists them)",
                 path=name)
-    else:
+    elif "audio" not in converted:   # a converted one was read by ffmpeg above
         audio = files["audio"]
         try:
             with open(audio, "rb") as fh:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hotfolder import callbacks, dedupe
+from hotfolder import callbacks, dedupe, finish
 from hotfolder.downloads import Downloader, NotNow
 from hotfolder.chanjing import ChanjingClient, LipSyncRequest
 from hotfolder.config import Settings
@@ -25,6 +25,7 @@ from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, In
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
+from hotfolder.media import convert
 from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
 
@@ -38,6 +39,12 @@ FILE_ID_FIELD = {"video": "video_file_id", "audio": "audio_file_id"}
 # Server clocks differ from ours; a task created "before" our intent by less than this is a candidate.
 CLOCK_SKEW_S = 300.0
 UPLOAD_RECHECK_AGE_S = 6 * 3600.0   # re-check a cached upload older than this before reuse
+
+
+def _cache_service(job: Job, role: str) -> str:
+    """The upload cache's service key for a role: marked when its input is uploaded converted."""
+    service = SERVICES[role]
+    return service + convert.CACHE_MARK if convert.needs_conversion(job.files[role]) else service
 
 
 class Pipeline:
@@ -61,6 +68,9 @@ class Pipeline:
         # One upload per distinct content at a time: identical files dropped together upload once.
         self._content_locks: dict[tuple[str, str], threading.Lock] = {}
         self._content_locks_guard = threading.Lock()
+        # Formats the API does not take are converted in the upload stage, in the worker that
+        # uploads them, at most limits.uploads at a time; checkpoints in <ledger folder>/work.
+        self.converter = convert.Converter(convert.work_dir(settings), settings.limits.uploads, self.stop)
 
     def reconfigure(self, settings: Settings) -> None:
         """A reloaded config: new limits and defaults for steps that start from now on (a step
@@ -111,10 +121,11 @@ class Pipeline:
                 return self.ledger.get(job.id)
             job = started
         job = self._verify_inputs(job)
-        for role in ("video", "audio"):
-            if role not in job.files or getattr(job, FILE_ID_FIELD[role]):
-                continue
-            file_id = self._upload_one(job, role)
+        roles = [role for role in ("video", "audio") if role in job.files and not getattr(job, FILE_ID_FIELD[role])]
+        # Conversions first: an input ffmpeg cannot convert fails the job before anything is uploaded.
+        converted = {role: self._convert(job, role) for role in roles if self._must_convert(job, role)}
+        for role in roles:
+            file_id = self._upload_one(job, role, converted.get(role))
             uploaded = self.ledger.update(job.id, State.UPLOADING, event="uploaded",
                                           detail={"role": role, "file_id": file_id}, **{FILE_ID_FIELD[role]: file_id})
             if uploaded is None:
@@ -151,35 +162,72 @@ class Pipeline:
         log.info("inputs_changed_start_over", changed=changed)
         return updated or self.ledger.get(job.id)
 
-    def _upload_one(self, job: Job, role: str) -> str:
-        key = (job.inputs[role]["sha256"], SERVICES[role])
+    def _upload_one(self, job: Job, role: str, converted: tuple[Path, str] | None = None) -> str:
+        key = (job.inputs[role]["sha256"], _cache_service(job, role))
         with self._content_locks_guard:
             lock = self._content_locks.setdefault(key, threading.Lock())
         with lock:
-            return self._upload_content(job, role)
+            return self._upload_content(job, role, converted)
 
-    def _upload_content(self, job: Job, role: str) -> str:
+    def _must_convert(self, job: Job, role: str) -> bool:
+        """Whether a role's input needs converting: a format the API does not take, not known
+        to be uploaded already (a stale cache entry is found out, and converted, at upload)."""
+        cache_service = _cache_service(job, role)
+        return cache_service != SERVICES[role] and \
+            self.ledger.cached_upload(job.inputs[role]["sha256"], cache_service) is None
+
+    def _upload_content(self, job: Job, role: str, converted: tuple[Path, str] | None = None) -> str:
         service = SERVICES[role]
+        # A converted input is cached under its original's hash with a marker: the same original
+        # dropped again is neither converted nor uploaded twice.
+        cache_service = _cache_service(job, role)
         facts = job.inputs[role]
-        cached = self.ledger.cached_upload(facts["sha256"], service)
+        cached = self.ledger.cached_upload(facts["sha256"], cache_service)
         if cached is not None:
-            file_id = self._reuse(cached, facts["sha256"], service)
+            file_id = self._reuse(cached, facts["sha256"], cache_service)
             if file_id:
                 log.info("upload_reused", role=role, file_id=file_id)
                 return file_id
         path = Path(job.files[role])
+        upload_path, upload_name = path, f"{job.stem}{path.suffix.lower()}"
+        if cache_service != service:
+            upload_path, upload_name = converted or self._convert(job, role)
         with self.upload_slots:
             if self.stop.is_set():
                 raise NotNow("stopping", self.clock())
-            file_id = self.client.upload(path, service, name=f"{job.stem}{path.suffix.lower()}")
+            file_id = self.client.upload(upload_path, service, name=upload_name)
+        size = upload_path.stat().st_size if upload_path != path else int(facts["size"])
         if self.metrics is not None:
-            self.metrics.observe_bytes("upload", int(facts["size"]))
+            self.metrics.observe_bytes("upload", size)
         st = path.stat()
         if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
             raise RetryLater(f"{path.name} changed while it was uploading; it will be uploaded again")
-        self.ledger.remember_upload(facts["sha256"], service, file_id, facts["size"])
-        log.info("uploaded", role=role, file_id=file_id, size=facts["size"])
+        self.ledger.remember_upload(facts["sha256"], cache_service, file_id, size)
+        if upload_path != path:
+            # Uploaded and cached: the conversion is only needed again if the API loses the file.
+            finish.release_work_files(self.ledger, self.settings, [facts["sha256"]], job_id=job.id)
+        log.info("uploaded", role=role, file_id=file_id, size=size)
         return file_id
+
+    def _convert(self, job: Job, role: str) -> tuple[Path, str]:
+        """The converted form of a role's input (made now or reused) and its upload name. The
+        original is only read; a change to it meanwhile discards the conversion."""
+        path = Path(job.files[role])
+        facts = job.inputs[role]
+        kind = convert.needs_conversion(path.name)
+        assert kind is not None
+        try:
+            result = self.converter.convert(path, facts["sha256"], kind, name=path.name)
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise InputError(f"{path.name} vanished from the inbox before it was converted: drop the files "
+                             "again", path=path.name) from exc
+        if st.st_size != facts["size"] or st.st_mtime_ns != facts["mtime_ns"]:
+            self.converter.discard(facts["sha256"])
+            raise RetryLater(f"{path.name} changed while it was being converted; it will be converted again")
+        self.ledger.note(job.id, "converted", {"role": role, **result.detail()})
+        log.info("converted", role=role, **result.detail())
+        return result.path, f"{job.stem}.{result.ext}"
 
     def _reuse(self, cached: dict[str, Any], sha256: str, service: str) -> str | None:
         if self.clock() - (cached.get("checked_at") or 0) < UPLOAD_RECHECK_AGE_S:

@@ -253,8 +253,3 @@ def test_a_v1_ledger_is_migrated_and_its_interrupted_moves_completed(tmp_path: P
     assert ledger.counts() == dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     assert ledger.unknown_remote_ids(["task-fff"]) == set()
     assert ledger.find("talk").id == 1 and ledger.find("bad.mp4").id == 4
-
-
-# The v2 and v3 migrations exactly as released (commit 0657887): a ledger made then must open, once
-# migrated, with everything a fresh ledger has.
-
