@@ -140,6 +140,27 @@ def release_work_files(ledger: Ledger, settings: Settings, sha256s: list[str], *
     return removed
 
 
+def sweep_work_files(ledger: Ledger, settings: Settings) -> list[Path]:
+    """At start: remove the conversions no queued or uploading job needs any more (their job
+    ended while a conversion was finishing, or the daemon stopped in between)."""
+    work = convert.work_dir(settings)
+    if not work.is_dir():
+        return []
+    present = {p.name.split(".", 1)[0] for p in work.iterdir() if not p.name.startswith(".")}
+    if not present:
+        return []
+    in_use = {facts.get("sha256") for job in ledger.jobs([State.QUEUED, State.UPLOADING])
+              for facts in job.inputs.values()}
+    try:
+        removed = convert.remove_work_files(work, sorted(present - in_use))
+    except OSError as exc:
+        log.warning("work_cleanup_failed", folder=str(work), error=str(exc))
+        return []
+    if removed:
+        log.info("work_files_swept", files=len(removed))
+    return removed
+
+
 def error_document(job: Job) -> dict[str, Any]:
     """The ``<stem>.error.json`` body: what went wrong and what to do. Never holds a secret."""
     code = job.error_code or ("cancelled" if job.state == State.CANCELLED else "error")

@@ -71,6 +71,7 @@ class Pipeline:
         # Formats the API does not take are converted in the upload stage, in the worker that
         # uploads them, at most limits.uploads at a time; checkpoints in <ledger folder>/work.
         self.converter = convert.Converter(convert.work_dir(settings), settings.limits.uploads, self.stop)
+        finish.sweep_work_files(ledger, settings)   # conversions whose job ended while we were away
 
     def reconfigure(self, settings: Settings) -> None:
         """A reloaded config: new limits and defaults for steps that start from now on (a step
