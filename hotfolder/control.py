@@ -252,6 +252,7 @@ def explain(settings: Settings, ledger: Ledger | None, raw: str, now: float | No
     (no job was ever recorded): explaining only looks, it never creates one."""
     from hotfolder import pairing
     from hotfolder.intake import build_params, group_members
+    from hotfolder.media import convert
 
     inbox = settings.folders.inbox
     path = Path(raw)
@@ -291,7 +292,7 @@ def explain(settings: Settings, ledger: Ledger | None, raw: str, now: float | No
     if isinstance(group, pairing.Ambiguous):
         return Explanation(rel, "ambiguous", f"will fail when taken: {group.reason}")
     if isinstance(group, pairing.Waiting):
-        problem = pairing.api_format_problem(rel)
+        problem = convert.conversion_problem(rel)
         if problem:
             return Explanation(rel, "unusable", f"will fail once its sidecar comes: {problem}")
         return Explanation(rel, "waiting", group.reason)

@@ -174,8 +174,11 @@ class Daemon:
         self.intake = Intake(s, ledger, clock=self.clock, on_failed=self.outcomes.fail_at_intake, stop=self.stop,
                              only=only, only_first_listing=first_listing)
         moved = finish.complete_pending(ledger, s)
+        from hotfolder.media import convert
+
         log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),
-                 api=s.api.base_url, jobs=ledger.counts(), finished_interrupted_moves=moved)
+                 api=s.api.base_url, jobs=ledger.counts(), finished_interrupted_moves=moved,
+                 ffmpeg=convert.find_ffmpeg() or "none: mkv, avi, flac, ogg… fail at intake")
         self.pools = {
             "upload": StagePool("upload", s.limits.uploads + 2, self.pipeline.run, self._running, self._running_lock),
             "submit": StagePool("submit", 1, self.pipeline.run, self._running, self._running_lock),

@@ -300,6 +300,12 @@ def doctor(settings: Settings, deep: bool = False) -> list[Check]:
                                     f"{ledger.counts() or 'none'} (`doctor --deep` checks every page)"))
         except HotfolderError as exc:
             checks.append(Check("ledger", "bad", str(exc)))
+    from hotfolder.media import convert
+
+    ffmpeg = convert.find_ffmpeg()
+    checks.append(Check("ffmpeg", "ok", f"{ffmpeg}: mkv, avi, flac, ogg… are converted before upload") if ffmpeg
+                  else Check("ffmpeg", "warn", "not found: jobs in mkv, avi, flac, ogg… fail at intake; "
+                             f"{convert.install_hint()}"))
     pid = daemon_pid(settings)
     checks.append(Check("daemon", "ok", f"running (pid {pid})" if pid else "not running"))
     check, client = _credentials(settings, ledger)

@@ -80,6 +80,7 @@ class Pipeline:
         self.outcomes.settings = settings
         self.upload_slots = threading.BoundedSemaphore(settings.limits.uploads)
         self.downloader.reconfigure(settings)
+        self.converter.set_slots(settings.limits.uploads)
         self.client.set_limits(settings.limits)
 
     # -- the driver ---------------------------------------------------------------------------

@@ -21,8 +21,8 @@ decomposed (NFD) names, and ``café`` must pair with ``café`` however its accen
 **Reasons say what to do.** ``hotfolder explain`` prints ``<file>: <verdict>: <reason>``, so a
 reason never repeats its verdict ("waiting for…"): it starts with what is missing or wrong and
 ends with the action. Video/audio the API does not take (``clip.mkv``, ``clip.ogg``) pairs like
-the native formats; the reasons of waiting and orphaned files mention the conversion, and intake
-fails a ready job of such files with :func:`api_format_problem`'s message.
+the native formats: intake converts them (:mod:`hotfolder.media.convert`), or fails the job at
+once when no ffmpeg is installed.
 """
 
 from __future__ import annotations
@@ -194,9 +194,6 @@ def _waiting_reason(video: str, near: list[str]) -> str:
     if drivers:
         reason += (f"; {_list(drivers)} differs only in letter case: rename it to "
                    f"{stem}.{split_name(drivers[0])[2]}")
-    problem = api_format_problem(video)
-    if problem is not None:  # say it now, not only once the driver has come and the job fails
-        reason += f"; also, {problem}"
     return reason
 
 
@@ -209,9 +206,6 @@ def _orphan_reason(path: str, near: list[str]) -> str:
     videos = [q for q in near if classify(q) == "video"]
     if videos:
         reason += f"; {_list(videos)} differs only in letter case: rename {path} to match it"
-    problem = api_format_problem(path)
-    if problem is not None:
-        reason += f"; also, {problem}"
     return reason
 
 
