@@ -24,11 +24,7 @@ def _iso_sql(column: str) -> str:
 
 _SUMMARY = (
     "id, name, state, remote_id, error, error_code, progress, attempts, next_attempt_at, "
-    "created_at, updated_at, finished_at, "
-    "CASE WHEN json_extract(files, '$.audio') IS NOT NULL THEN 'audio' "
-    "     WHEN json_extract(files, '$.text') IS NOT NULL THEN 'text' END AS driver, "
-    "json_extract(outputs, '$.video') AS out_video, json_extract(outputs, '$.cover') AS out_cover, "
-    "json_extract(outputs, '$.reused_from') AS reused_from, "
+    "created_at, updated_at, finished_at, driver, out_video, out_cover, reused_from, "
     + ", ".join(_iso_sql(c) for c in ("next_attempt_at", "created_at", "updated_at", "finished_at"))
 )
 _COLUMNS = ("id", "name", "state", "remote_id", "error", "error_code", "progress", "attempts",
@@ -79,14 +75,13 @@ def _iso_expr(column: str) -> str:
 _STATUS_JSON = (
     "json_object('id', id, 'name', name, 'state', state, 'remote_id', remote_id, 'error', error, "
     "'error_code', error_code, 'progress', progress, "
-    "'driver', CASE WHEN state = 'waiting' THEN NULL WHEN json_extract(files, '$.audio') IS NOT NULL THEN 'audio' "
-    "WHEN json_extract(files, '$.text') IS NOT NULL THEN 'text' END, "
+    "'driver', CASE WHEN state = 'waiting' THEN NULL ELSE driver END, "
     "'attempts', attempts, "
     f"'next_attempt_at', CASE WHEN state IN ('done', 'failed', 'cancelled') THEN NULL ELSE {_iso_expr('next_attempt_at')} END, "
-    "'outputs', CASE WHEN json_extract(outputs, '$.video') IS NULL THEN json_object() "
-    "ELSE json_object('video', json_extract(outputs, '$.video'), 'cover', json_extract(outputs, '$.cover')) END, "
+    "'outputs', CASE WHEN out_video IS NULL THEN json_object() "
+    "ELSE json_object('video', out_video, 'cover', out_cover) END, "
     f"'created_at', {_iso_expr('created_at')}, 'updated_at', {_iso_expr('updated_at')}, "
-    f"'finished_at', {_iso_expr('finished_at')}, 'reused_from', json_extract(outputs, '$.reused_from'))"
+    f"'finished_at', {_iso_expr('finished_at')}, 'reused_from', reused_from)"
 )
 
 
