@@ -252,7 +252,7 @@ def explain(settings: Settings, ledger: Ledger | None, raw: str, now: float | No
     (no job was ever recorded): explaining only looks, it never creates one."""
     from hotfolder import pairing
     from hotfolder.intake import build_params, group_members
-    from hotfolder.media import convert
+    from hotfolder import convert
 
     inbox = settings.folders.inbox
     path = Path(raw)

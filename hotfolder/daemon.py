@@ -174,7 +174,7 @@ class Daemon:
         self.intake = Intake(s, ledger, clock=self.clock, on_failed=self.outcomes.fail_at_intake, stop=self.stop,
                              only=only, only_first_listing=first_listing)
         moved = finish.complete_pending(ledger, s)
-        from hotfolder.media import convert
+        from hotfolder import convert
 
         log.info("daemon_start", once=self.once, inbox=str(s.folders.inbox), ledger=str(s.ledger_path),
                  api=s.api.base_url, jobs=ledger.counts(), finished_interrupted_moves=moved,

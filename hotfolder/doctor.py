@@ -300,7 +300,7 @@ def doctor(settings: Settings, deep: bool = False) -> list[Check]:
                                     f"{ledger.counts() or 'none'} (`doctor --deep` checks every page)"))
         except HotfolderError as exc:
             checks.append(Check("ledger", "bad", str(exc)))
-    from hotfolder.media import convert
+    from hotfolder import convert
 
     ffmpeg = convert.find_ffmpeg()
     checks.append(Check("ffmpeg", "ok", f"{ffmpeg}: mkv, avi, flac, ogg… are converted before upload") if ffmpeg

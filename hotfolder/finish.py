@@ -123,7 +123,7 @@ def release_work_files(ledger: Ledger, settings: Settings, sha256s: list[str], *
     another job still has to upload (queued or uploading with the same content): a job that
     ended, or whose converted input is uploaded and cached, needs them no more. Never touches
     an input itself; a conversion still being written is a temporary file and is left alone."""
-    from hotfolder.media import convert   # not on every command's import path
+    from hotfolder import convert   # not on every command's import path
 
     work = convert.work_dir(settings)
     wanted = [sha for sha in sha256s if sha and any(work.glob(f"{sha}.*"))] if work.is_dir() else []
@@ -144,7 +144,7 @@ def release_work_files(ledger: Ledger, settings: Settings, sha256s: list[str], *
 def sweep_work_files(ledger: Ledger, settings: Settings) -> list[Path]:
     """At start: remove the conversions no queued or uploading job needs any more (their job
     ended while a conversion was finishing, or the daemon stopped in between)."""
-    from hotfolder.media import convert   # not on every command's import path
+    from hotfolder import convert   # not on every command's import path
 
     work = convert.work_dir(settings)
     if not work.is_dir():

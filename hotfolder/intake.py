@@ -22,7 +22,7 @@ from hotfolder.config import Settings
 from hotfolder.errors import InputError, Interrupted
 from hotfolder.ledger import Ledger
 from hotfolder.log import get_logger
-from hotfolder.media import convert
+from hotfolder import convert
 from hotfolder.states import State
 
 log = get_logger("hotfolder.intake")

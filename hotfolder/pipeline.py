@@ -25,7 +25,7 @@ from hotfolder.errors import (ApiError, AuthError, BillingPaused, InputError, In
 from hotfolder.intake import build_params, file_facts
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger, job_context
-from hotfolder.media import convert
+from hotfolder import convert
 from hotfolder.outcomes import Outcomes, lift_pause, paused_until
 from hotfolder.states import State
 

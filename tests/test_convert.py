@@ -1,4 +1,4 @@
-"""Local conversion of the formats the API does not take (hotfolder.media.convert).
+"""Local conversion of the formats the API does not take (hotfolder.convert).
 
 The parsing and planning tests need nothing. The tests that convert need a real ffmpeg and skip
 without one; the inputs are small real files in tests/media/convert/ (see its README), plus one
@@ -25,8 +25,8 @@ from helpers import MEDIA, wait_for
 from hotfolder import finish, media
 from hotfolder.errors import Interrupted
 from hotfolder.intake import Intake
-from hotfolder.media import convert
-from hotfolder.media.convert import Inspection, Stream
+from hotfolder import convert
+from hotfolder.convert import Inspection, Stream
 from hotfolder.states import State
 from test_daemon import Env, Running
 

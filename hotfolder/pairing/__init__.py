@@ -21,7 +21,7 @@ decomposed (NFD) names, and ``café`` must pair with ``café`` however its accen
 **Reasons say what to do.** ``hotfolder explain`` prints ``<file>: <verdict>: <reason>``, so a
 reason never repeats its verdict ("waiting for…"): it starts with what is missing or wrong and
 ends with the action. Video/audio the API does not take (``clip.mkv``, ``clip.ogg``) pairs like
-the native formats: intake converts them (:mod:`hotfolder.media.convert`), or fails the job at
+the native formats: intake converts them (:mod:`hotfolder.convert`), or fails the job at
 once when no ffmpeg is installed.
 """
 

@@ -16,7 +16,7 @@ what it is, and the daemon leaves it alone.
 (:data:`CONVERTIBLE_VIDEO_EXTS`, :data:`CONVERTIBLE_AUDIO_EXTS`) are still *recognised* as video
 or audio and pair like the native ones: if they were "other", ``clip.mp4`` + ``clip.ogg`` would
 wait for a driver forever and ``clip.mkv`` would be ignored, both silently. Recognised, they form
-a job whose files are converted in the upload stage (:mod:`hotfolder.media.convert`), or that
+a job whose files are converted in the upload stage (:mod:`hotfolder.convert`), or that
 intake fails at once, saying how to install ffmpeg, when it is missing.
 """
 
