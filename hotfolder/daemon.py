@@ -253,7 +253,8 @@ class Daemon:
             return None
         from hotfolder.server import Listener
 
-        listener = Listener(self.settings, self.ledger, self.liveness, self.metrics, self.task_hint, self.clock)
+        listener = Listener(self.settings, self.ledger, self.liveness, self.metrics, self.task_hint, self.clock,
+                            wake=self.wake)
         return listener if listener.start() else None
 
     def _run(self) -> int:
@@ -330,6 +331,8 @@ class Daemon:
             return
         merged, applied, restart = reload.merge(self.settings, new)
         self.settings = merged
+        if self.listener is not None:
+            self.listener.settings = merged   # new presets in the upload form, new defaults for retries
         self.pipeline.reconfigure(merged)
         self.poller.settings = merged
         self.intake.reconfigure(merged)

@@ -175,7 +175,7 @@ def error_document(job: Job) -> dict[str, Any]:
         "code": code,
         "message": scrub(message),
         "remote_id": job.remote_id,
-        "hint": _hint(code),
+        "hint": hint(code),
         "retry": _retry_advice(job, code),
     }
 
@@ -189,7 +189,8 @@ def _retry_advice(job: Job, code: str) -> str:
     return f"run `hotfolder retry {job.id}` once the cause is fixed, or drop the files into the inbox again"
 
 
-def _hint(code: str) -> str:
+def hint(code: str) -> str:
+    """What a person can do about a failure with this code (error files, the dashboard)."""
     if code == "bad_input":
         return "the input files are unusable as they are; the message says which file and why"
     if code == "cancelled":

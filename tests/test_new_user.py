@@ -339,7 +339,7 @@ def test_explain_says_whether_a_daemon_is_running(tmp_path: Path, sandbox: Any) 
     alone = hf("explain", "pair.mp4", "--config", env.config_path)
     assert ": ready: " in alone.stdout and "no daemon is running" in alone.stdout
     lone = hf("explain", "lone.mkv", "--config", env.config_path)
-    from hotfolder.media import convert
+    from hotfolder import convert
 
     if convert.find_ffmpeg() is None:   # it could never be converted: say so now
         assert ": unusable: " in lone.stdout and "ffmpeg" in lone.stdout

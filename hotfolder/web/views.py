@@ -46,7 +46,7 @@ def hint(code: str | None, state: str) -> str | None:
     if state not in ("failed", "cancelled"):
         return None
     # finish's hint is the one written into <stem>.error.json: one wording everywhere.
-    return finish._hint(code or ("cancelled" if state == "cancelled" else "error"))
+    return finish.hint(code or ("cancelled" if state == "cancelled" else "error"))
 
 
 def job_view(settings: Settings, rec: dict[str, Any]) -> dict[str, Any]:
