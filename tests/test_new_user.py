@@ -470,7 +470,9 @@ def test_no_command_shows_a_traceback_whatever_it_is_given(tmp_path: Path, sandb
         required: list[str] = []
         for param in command.params:
             if isinstance(param, click.Argument) and param.required:
-                required.append("1")
+                # A path that must exist (submit's VIDEO) gets a real file: the config is the subject.
+                exists = isinstance(param.type, click.Path) and param.type.exists
+                required.append(str(MEDIA / "portrait.mp4") if exists else "1")
             elif isinstance(param, click.Option) and param.required:
                 required += [param.opts[0], "1d"]
         for bad in (world.missing, world.garbage, world.binary, world.empty, world.directory):
