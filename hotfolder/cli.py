@@ -230,20 +230,17 @@ def status(config_path: str | None, as_json: bool, states: tuple[str, ...], limi
     click.echo(f"total {total}: {', '.join(parts) or 'none'}")
 
 
-def _stream_json(rows: Any) -> None:
-    """JSON texts as one JSON array, an object per line, written in batches: memory stays flat
-    and a million jobs take seconds, not minutes."""
+def _stream_json(batches: Any) -> None:
+    """Batches of JSON texts as one JSON array, an object per line: memory stays flat and a
+    million jobs take seconds, not minutes."""
     out = sys.stdout
-    sep = "["
-    batch: list[str] = []
-    for row in rows:
-        batch.append(sep + row)
-        sep = ","
-        if len(batch) >= 2000:
-            out.write("\n".join(batch) + "\n")
-            batch = []
-    batch.append("]" if sep == "," else "[]")
-    out.write("\n".join(batch) + "\n")
+    first = True
+    for batch in batches:
+        if not batch:
+            continue
+        out.write(("[" if first else ",") + "\n,".join(batch) + "\n")
+        first = False
+    out.write("[]\n" if first else "]\n")
     out.flush()
 
 

@@ -84,10 +84,15 @@ def iter_status(ledger: Ledger, states: list[State] | None = None, limit: int | 
         yield record(row)
 
 
-def iter_status_json(ledger: Ledger, states: list[State] | None = None, limit: int | None = None) -> Iterator[str]:
-    """:func:`iter_status` as JSON text per job, built by SQLite (the fast path of `status --json`)."""
-    for text in reports.iter_status_json(ledger, states or None, limit=limit):
-        yield scrub(text)
+def iter_status_json(ledger: Ledger, states: list[State] | None = None,
+                     limit: int | None = None) -> Iterator[list[str]]:
+    """:func:`iter_status` as JSON texts, built by SQLite and streamed in batches (the fast path
+    of `status --json`); secrets are masked batch by batch."""
+    for batch in reports.iter_status_json(ledger, states or None, limit=limit):
+        joined = "\n".join(batch)
+        if scrub(joined) != joined:
+            batch = [scrub(text) for text in batch]
+        yield batch
 
 
 def status(ledger: Ledger, states: list[str] | None = None) -> list[dict[str, Any]]:

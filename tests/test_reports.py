@@ -44,14 +44,14 @@ def test_sql_status_json_equals_the_python_record(tmp_path: Path) -> None:
            outputs={"video": "/out/a.mp4", "cover": "/out/a.jpg", "moves": {}})
     failed = _job(ledger, "f.mp4")
     _drive(ledger, failed, State.FAILED, error="the API could not make the video: 失败", error_code="task_failed")
-    fast = [json.loads(text) for text in control.iter_status_json(ledger)]
+    fast = [json.loads(text) for batch in control.iter_status_json(ledger) for text in batch]
     slow = list(control.iter_status(ledger))
     assert fast == slow
     assert [r["state"] for r in fast] == ["waiting", "queued", "done", "failed"]
     assert fast[0]["driver"] is None and fast[2]["driver"] == "audio" and fast[3]["next_attempt_at"] is None
     assert fast[2]["outputs"] == {"video": "/out/a.mp4", "cover": "/out/a.jpg"}
     assert fast[1]["next_attempt_at"].endswith("+00:00")
-    only = [json.loads(t) for t in control.iter_status_json(ledger, [State.DONE, State.FAILED], limit=1)]
+    only = [json.loads(t) for batch in control.iter_status_json(ledger, [State.DONE, State.FAILED], limit=1) for t in batch]
     assert [r["name"] for r in only] == ["a.mp4"]
 
 

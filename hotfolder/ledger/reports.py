@@ -43,6 +43,12 @@ def _stream(ledger: Ledger, select: str, states: Iterable[State | str] | None, l
             newest_first: bool = False) -> Iterator[tuple[Any, ...]]:
     """Rows of ``SELECT {select} FROM jobs`` (optionally of ``states``, at most ``limit``) by id,
     from one cursor, a batch at a time: memory stays flat for any ledger size."""
+    for batch in _batches(ledger, select, states, limit, newest_first):
+        yield from batch
+
+
+def _batches(ledger: Ledger, select: str, states: Iterable[State | str] | None, limit: int | None,
+             newest_first: bool = False) -> Iterator[list[tuple[Any, ...]]]:
     where, args = ("", [])
     if states:
         clause, args = _in(states)
@@ -54,7 +60,7 @@ def _stream(ledger: Ledger, select: str, states: Iterable[State | str] | None, l
     cursor = ledger.conn.execute(sql, args)
     try:
         while batch := cursor.fetchmany(2000):
-            yield from batch
+            yield batch
     finally:
         cursor.close()
 
@@ -86,10 +92,11 @@ _STATUS_JSON = (
 
 
 def iter_status_json(ledger: Ledger, states: Iterable[State | str] | None = None,
-                     limit: int | None = None) -> Iterator[str]:
-    """Each job's ``status --json`` object as JSON text, oldest first, streamed."""
-    for (text,) in _stream(ledger, _STATUS_JSON, states, limit):
-        yield text
+                     limit: int | None = None) -> Iterator[list[str]]:
+    """Each job's ``status --json`` object as JSON text, oldest first, streamed in batches (a
+    list per batch: the per-row Python cost is what limits a million-job listing)."""
+    for batch in _batches(ledger, _STATUS_JSON, states, limit):
+        yield [text for (text,) in batch]
 
 
 def unfinished(ledger: Ledger) -> list[dict[str, Any]]:
