@@ -137,7 +137,12 @@ INSERT OR IGNORE INTO remote_tasks (remote_id, job_id, recorded_at)
 # per event and target, delivered at least once by their own worker), the length of the video
 # the API made (for stats and the event body), and the content key of a done job (its inputs'
 # hashes and effective parameters) so that the same drop again reuses its result.
-_V3 = """
+# The plain columns status listings read, from a row's JSON (``{row}`` is NEW in the triggers).
+_SHOWN = ("driver = CASE WHEN json_extract({row}.files, '$.audio') IS NOT NULL THEN 'audio' "
+          "WHEN json_extract({row}.files, '$.text') IS NOT NULL THEN 'text' END, "
+          "out_video = json_extract({row}.outputs, '$.video'), out_cover = json_extract({row}.outputs, '$.cover'), "
+          "reused_from = json_extract({row}.outputs, '$.reused_from')")
+_V3 = f"""
 ALTER TABLE jobs ADD COLUMN duration_ms INTEGER;
 ALTER TABLE jobs ADD COLUMN content_key TEXT;
 CREATE INDEX jobs_content_key ON jobs (content_key) WHERE content_key IS NOT NULL;
@@ -164,26 +169,12 @@ ALTER TABLE jobs ADD COLUMN driver TEXT;
 ALTER TABLE jobs ADD COLUMN out_video TEXT;
 ALTER TABLE jobs ADD COLUMN out_cover TEXT;
 ALTER TABLE jobs ADD COLUMN reused_from INTEGER;
-UPDATE jobs SET
-  driver = CASE WHEN json_extract(files, '$.audio') IS NOT NULL THEN 'audio'
-                WHEN json_extract(files, '$.text') IS NOT NULL THEN 'text' END,
-  out_video = json_extract(outputs, '$.video'), out_cover = json_extract(outputs, '$.cover'),
-  reused_from = json_extract(outputs, '$.reused_from');
+UPDATE jobs SET {_SHOWN.format(row='jobs')};
 CREATE TRIGGER jobs_shown_insert AFTER INSERT ON jobs BEGIN
-  UPDATE jobs SET
-    driver = CASE WHEN json_extract(NEW.files, '$.audio') IS NOT NULL THEN 'audio'
-                  WHEN json_extract(NEW.files, '$.text') IS NOT NULL THEN 'text' END,
-    out_video = json_extract(NEW.outputs, '$.video'), out_cover = json_extract(NEW.outputs, '$.cover'),
-    reused_from = json_extract(NEW.outputs, '$.reused_from')
-  WHERE id = NEW.id;
+  UPDATE jobs SET {_SHOWN.format(row='NEW')} WHERE id = NEW.id;
 END;
 CREATE TRIGGER jobs_shown_update AFTER UPDATE OF files, outputs ON jobs BEGIN
-  UPDATE jobs SET
-    driver = CASE WHEN json_extract(NEW.files, '$.audio') IS NOT NULL THEN 'audio'
-                  WHEN json_extract(NEW.files, '$.text') IS NOT NULL THEN 'text' END,
-    out_video = json_extract(NEW.outputs, '$.video'), out_cover = json_extract(NEW.outputs, '$.cover'),
-    reused_from = json_extract(NEW.outputs, '$.reused_from')
-  WHERE id = NEW.id;
+  UPDATE jobs SET {_SHOWN.format(row='NEW')} WHERE id = NEW.id;
 END;
 """
 
