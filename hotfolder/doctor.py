@@ -207,7 +207,10 @@ def _folder_check(name: str, folder: Path) -> Check:
         return Check(f"folder {name}", "warn", f"{folder} does not exist yet: the daemon creates it at start")
     if not os.access(folder, os.W_OK | os.X_OK):
         return Check(f"folder {name}", "bad", f"{folder} is not writable by this user")
-    return Check(f"folder {name}", "ok", f"{folder} ({fstype}, {free_bytes(folder) // 2**20} MiB free)")
+    from hotfolder.mounts import describe, is_remote
+
+    where = describe(folder) if is_remote(fstype) else f"{fstype}, local"
+    return Check(f"folder {name}", "ok", f"{folder} ({where}; {free_bytes(folder) // 2**20} MiB free)")
 
 
 def _credentials(settings: Settings, ledger: Ledger | None) -> tuple[Check, Any]:

@@ -62,6 +62,11 @@ class Downloader:
     def download(self, job: Job) -> None:
         """downloading → done: results placed atomically in the outbox, inputs archived."""
         stage_started = time.monotonic()
+        if not self.settings.folders.outbox.is_dir():
+            # A share that went away: never recreate it empty on the disk under its mount point.
+            log.warning("outbox_missing", outbox=str(self.settings.folders.outbox),
+                        hint="is the share mounted? downloads wait and resume when it is back")
+            raise NotNow("the outbox is missing (unmounted share?)", self.clock() + 30.0)
         out_dir = outbox.safe_join(self.settings.folders.outbox, job.rel_dir) if job.rel_dir \
             else self.settings.folders.outbox
         if "video" not in job.outputs:

@@ -77,6 +77,12 @@ def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
 
 
 def _complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
+    root = settings.folders.archive if job.state == State.DONE else settings.folders.failed
+    if not root.is_dir():
+        # An archive/failed share that went away: the moves stay pending (recorded) and are done at
+        # a later rescan once it is back; the folder is never recreated under its mount point.
+        log.warning("move_target_missing", job_id=job.id, job=job.name, folder=str(root))
+        return
     moves: dict[str, str] = job.outputs.get("moves", {})
     moved: dict[str, str] = {}
     for role, src in job.files.items():

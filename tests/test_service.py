@@ -138,3 +138,26 @@ def test_a_local_inbox_uses_events(tmp_path: Path, sandbox: Any) -> None:
         wait_for(lambda: (env.settings.folders.outbox / "local.mp4").exists(), timeout=30, message="done")
     log_settings = config.load(env.config_path, env={})
     assert log_settings.watch.mode == "auto"
+
+
+def test_an_outbox_share_that_disappears_pauses_placement_and_loses_nothing(tmp_path: Path, sandbox: Any) -> None:
+    env = Env(tmp_path, sandbox)
+    sandbox.update(generate_seconds=1.5)
+    env.drop("nas.mp4", MEDIA / "portrait.mp4")
+    env.drop("nas.txt", "to a share that goes away")
+    outbox = env.settings.folders.outbox
+    away = tmp_path / "unmounted-outbox"
+    with Running(env):
+        wait_for(lambda: any(j.state == "generating" for j in all_jobs(env.ledger())), message="generating")
+        outbox.rename(away)   # the share is unmounted while the task runs
+        wait_for(lambda: any(e["to_state"] == "downloading" for e in env.ledger().events(1)), timeout=30,
+                 message="the task done remotely")
+        wait_for(lambda: env.ledger().get(1).next_attempt_at > 0, timeout=30, message="placement paused")
+        assert not outbox.exists(), "the outbox must not be recreated under the mount point"
+        assert env.ledger().get(1).state == "downloading"
+        away.rename(outbox)   # mounted again
+        from hotfolder import control
+
+        control.resume(env.ledger(), env.settings)   # or wait for the retry: a person may hurry it
+        wait_for(lambda: env.ledger().get(1).state == "done", timeout=30, message="done once it is back")
+    assert (outbox / "nas.mp4").exists() and (env.settings.folders.archive / "nas.mp4").exists()
