@@ -19,6 +19,15 @@ from hotfolder.log import scrub
 from hotfolder.textwidth import display_width, pad
 
 
+def _length(seconds: float) -> str:
+    """A video length a person reads at a glance: 42 s, 3.5 min, 2.1 h."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @main.command()
 @config_option
 @json_option
@@ -34,7 +43,7 @@ def stats(config_path: str | None, as_json: bool, days: int) -> None:
         return
     t = data["totals"]
     click.echo(f"last {days} days: {t['done']} done, {t['failed']} failed, {t['cancelled']} cancelled; "
-               f"{data['video_seconds'] / 60:.1f} minutes of video made")
+               f"{_length(data['video_seconds'])} of video made")
     peak = max([sum(d.values()) for d in data["per_day"].values()] + [1])
     for day, counts in data["per_day"].items():
         n = sum(counts.values())
@@ -50,7 +59,7 @@ def stats(config_path: str | None, as_json: bool, days: int) -> None:
         click.echo("per folder:")
         for folder, f in data["per_folder"].items():
             click.echo(f"  {folder:<20} {int(f['done'])} done, {int(f['failed'])} failed, "
-                       f"{f['video_seconds'] / 60:.1f} min of video")
+                       f"{_length(f['video_seconds'])} of video")
     totals = ", ".join(f"{n} {s}" for s, n in sorted(data["all_time"].items()))
     click.echo(f"all time: {totals or 'nothing yet'}")
 
