@@ -34,6 +34,7 @@ from hotfolder.liveness import Liveness, WatchdogPinger, folder_present, folder_
 from hotfolder.locks import DaemonLock, LedgerTokenStore
 from hotfolder.log import get_logger, register_secret
 from hotfolder.metrics import Metrics
+from hotfolder.mounts import remember_folder
 from hotfolder.notify import NotifyWorker
 from hotfolder.outbox import free_bytes
 from hotfolder.outcomes import Outcomes
@@ -145,6 +146,7 @@ class Daemon:
         s = self.settings
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
+            remember_folder(folder)   # a share that goes away later pauses placement, see mounts
         self._make_preset_folders()
         for secret in (s.api.secret_key, s.server.token, s.notify.webhook_secret):
             register_secret(secret)

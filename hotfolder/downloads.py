@@ -24,6 +24,7 @@ from hotfolder.errors import RetryLater, TaskFailed, UrlExpired
 from hotfolder.ledger import Job, Ledger
 from hotfolder.log import get_logger
 from hotfolder.media import results
+from hotfolder.mounts import folder_available
 from hotfolder.outcomes import Outcomes
 from hotfolder.states import State
 
@@ -62,7 +63,7 @@ class Downloader:
     def download(self, job: Job) -> None:
         """downloading → done: results placed atomically in the outbox, inputs archived."""
         stage_started = time.monotonic()
-        if not self.settings.folders.outbox.is_dir():
+        if not folder_available(self.settings.folders.outbox):
             # A share that went away: never recreate it empty on the disk under its mount point.
             log.warning("outbox_missing", outbox=str(self.settings.folders.outbox),
                         hint="is the share mounted? downloads wait and resume when it is back")

@@ -17,6 +17,7 @@ from hotfolder.config import Settings
 from hotfolder.ledger import Job, Ledger
 from hotfolder.ledger.notices import Notice
 from hotfolder.log import get_logger, scrub
+from hotfolder.mounts import folder_available
 from hotfolder.records import event_body
 from hotfolder.states import TERMINAL, State
 
@@ -78,7 +79,7 @@ def complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
 
 def _complete_moves(ledger: Ledger, settings: Settings, job: Job) -> None:
     root = settings.folders.archive if job.state == State.DONE else settings.folders.failed
-    if not root.is_dir():
+    if not folder_available(root):
         # An archive/failed share that went away: the moves stay pending (recorded) and are done at
         # a later rescan once it is back; the folder is never recreated under its mount point.
         log.warning("move_target_missing", job_id=job.id, job=job.name, folder=str(root))

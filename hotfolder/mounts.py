@@ -175,3 +175,30 @@ def describe(path: str | os.PathLike[str], mounts_file: str | os.PathLike[str] |
     if fstype == "fuseblk":
         return f"{head} (FUSE on a local disk, e.g. NTFS: every change goes through this machine, events are reliable)"
     return f"{head} (local: filesystem events are reliable)"
+
+
+# -- folders on shares that may go away ---------------------------------------------------------
+# The device each output folder was on when the daemon started. A share that is unmounted leaves
+# an empty directory (its mount point) or nothing: either way the device differs, and writing
+# there would fill the local disk under the mount point while the share's copy never appears.
+_FOLDER_DEVICES: dict[str, int] = {}
+
+
+def remember_folder(path: Path) -> None:
+    """Note the device ``path`` is on now (the daemon calls this at start for its output folders)."""
+    try:
+        _FOLDER_DEVICES[str(path)] = os.stat(path).st_dev
+    except OSError:
+        pass
+
+
+def folder_available(path: Path) -> bool:
+    """Whether ``path`` is still the folder it was at start: present and on the same device. A
+    folder never remembered (no daemon running here) only needs to exist or be creatable."""
+    expected = _FOLDER_DEVICES.get(str(path))
+    if expected is None:
+        return True
+    try:
+        return os.stat(path).st_dev == expected
+    except OSError:
+        return False
