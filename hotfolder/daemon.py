@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from hotfolder import config, finish, reload
 from hotfolder.chanjing import CallRecord, ChanjingClient
 from hotfolder.config import Settings
 from hotfolder.errors import ConfigError
-from hotfolder.intake import Intake, ScanResult, list_inbox
+from hotfolder.intake import Intake, ScanResult, list_inbox, make_preset_folders
 from hotfolder.ledger import Ledger
 from hotfolder.ledger.reports import prune
 from hotfolder.liveness import Liveness, WatchdogPinger, folder_present, folder_writable, start_watchdog, status_line
@@ -36,13 +35,14 @@ from hotfolder.log import get_logger, register_secret
 from hotfolder.metrics import Metrics
 from hotfolder.mounts import remember_folder
 from hotfolder.notify import NotifyWorker
+from hotfolder.once import EXIT_FAILED, EXIT_INBOX_MISSING, EXIT_OK, OnceRun  # noqa: F401 (re-exported)
 from hotfolder.outbox import free_bytes
 from hotfolder.outcomes import Outcomes
 from hotfolder.pipeline import Pipeline
 from hotfolder.outcomes import pause_reason, paused_until
 from hotfolder.poller import Poller
 from hotfolder.sdnotify import Notifier
-from hotfolder.states import ACTIVE, TERMINAL, State
+from hotfolder.states import ACTIVE, State
 from hotfolder.trouble import ApiTrouble, current
 from hotfolder.watcher import make_watcher
 from hotfolder.workers import StagePool
@@ -57,7 +57,6 @@ ONCE_INBOX_GRACE_S = 10.0     # `run --once`: how long a missing inbox may take 
 PRUNE_EVERY_S = 86400.0
 MAIN_LOOP_MAX_SILENCE_S = 90.0   # one turn may take this long beyond its planned wait
 NOTIFY_DRAIN_S = 10.0   # `run --once`: how long its notifications may take to go out before it exits
-EXIT_OK, EXIT_FAILED, EXIT_INBOX_MISSING = 0, 1, 3
 STAGE_OF = {State.QUEUED: "upload", State.UPLOADING: "upload", State.SUBMITTING: "submit",
             State.DOWNLOADING: "download"}
 
@@ -71,14 +70,6 @@ def make_client(settings: Settings, ledger: Ledger, *, stop: threading.Event | N
         token_store=LedgerTokenStore(ledger), limits=settings.limits,
         stop=stop, timeout=settings.api.timeout_seconds, observer=observer, **kw,  # type: ignore[arg-type]
     )
-
-
-@dataclass
-class _Once:
-    """What `run --once` drives: the jobs found at start and those intake records."""
-
-    tracked: set[int] = field(default_factory=set)
-    inbox_missing_since: float | None = None
 
 
 class Daemon:
@@ -147,7 +138,7 @@ class Daemon:
         for folder in (s.folders.outbox, s.folders.archive, s.folders.failed):
             folder.mkdir(parents=True, exist_ok=True)
             remember_folder(folder)   # a share that goes away later pauses placement, see mounts
-        self._make_preset_folders()
+        make_preset_folders(self.settings)
         for secret in (s.api.secret_key, s.server.token, s.notify.webhook_secret):
             register_secret(secret)
         self.ledger = ledger = Ledger(s.ledger_path, clock=self.clock)
@@ -162,7 +153,7 @@ class Daemon:
         self.pipeline = Pipeline(s, ledger, self.client, stop=self.stop, clock=self.clock, wake=self.wake,
                                  outcomes=self.outcomes, metrics=self.metrics)
         self.poller = Poller(s, ledger, self.client, self.outcomes, self.clock, metrics=self.metrics)
-        self.once_state = _Once()
+        self.once_state = OnceRun(self.inbox_grace, jobs_only=self.jobs_only is not None)
         only: set[str] | None = None
         first_listing = False
         if self.jobs_only is not None:
@@ -227,18 +218,6 @@ class Daemon:
         if self._pinger is not None:
             self._pinger.join(timeout=1.0)
         log.info("daemon_stop", jobs=self.ledger.counts())
-
-    def _make_preset_folders(self) -> None:
-        """Each ``[presets.NAME]`` gets its folder in the inbox, so people see where to drop. Only
-        in an inbox that is there: a missing (unmounted) inbox is never recreated empty."""
-        inbox = self.settings.folders.inbox
-        if not inbox.is_dir():
-            return
-        for name in self.settings.presets:
-            try:
-                (inbox / name).mkdir(exist_ok=True)
-            except OSError as exc:
-                log.warning("preset_folder_failed", preset=name, folder=str(inbox / name), error=str(exc))
 
     def _observe_call(self, record: CallRecord) -> None:
         """The client's observer: API trouble (for status) and metrics both see every call."""
@@ -331,25 +310,7 @@ class Daemon:
             log.error("reload_refused", key=exc.key, error=str(exc), hint="the previous config stays in effect")
             self.notifier.ready(f"reload refused ({exc.key or 'config'}): {exc} | {self.status_text()}")
             return
-        merged, applied, restart = reload.merge(self.settings, new)
-        self.settings = merged
-        if self.listener is not None:
-            self.listener.settings = merged   # new presets in the upload form, new defaults for retries
-        self.pipeline.reconfigure(merged)
-        self.poller.settings = merged
-        self.intake.reconfigure(merged)
-        self.notify.reconfigure(merged)
-        if "watch" in applied:
-            self.watcher.stop()
-            self.watcher = make_watcher(merged.folders.inbox, self.wake, merged.watch.mode, merged.watch.poll_seconds)
-            self.next_rescan = 0.0
-        self._make_preset_folders()
-        reparams = reload.reparam_unsubmitted(self.ledger, merged) \
-            if {"lipsync", "presets"} & set(applied) else 0
-        log.info("config_reloaded", applied=applied, jobs_reparametrised=reparams)
-        if restart:
-            log.warning("reload_needs_restart", sections=restart,
-                        hint="these keep their old values until `systemctl restart hotfolder`")
+        reload.apply(self, new)
         self.notifier.ready(self.status_text())
 
     def _control_changed(self, now: float) -> bool:
@@ -390,32 +351,7 @@ class Daemon:
         """`run --once`: the exit code once everything it drives has ended, else None."""
         if not self.once:
             return None
-        if self.jobs_only is not None:
-            return self._once_exit() if self._once_finished() else None
-        if not result.inbox_ok:
-            since = self.once_state.inbox_missing_since = self.once_state.inbox_missing_since or now
-            if now - since >= self.inbox_grace:
-                log.error("inbox_missing_giving_up", inbox=str(self.settings.folders.inbox),
-                          waited_s=round(now - since, 1), exit_code=EXIT_INBOX_MISSING)
-                return EXIT_INBOX_MISSING
-            return None
-        self.once_state.inbox_missing_since = None
-        if result.unsettled or not self._once_finished():
-            return None
-        return self._once_exit()
-
-    def _once_exit(self) -> int:
-        states = [self.ledger.get(j).state for j in self.once_state.tracked]
-        return EXIT_FAILED if any(st in (State.FAILED, State.CANCELLED) for st in states) else EXIT_OK
-
-    def _once_finished(self) -> bool:
-        for job_id in self.once_state.tracked:
-            job = self.ledger.get(job_id)
-            if job.state == State.WAITING:
-                continue
-            if job.state not in TERMINAL or job.moves_pending:
-                return False
-        return True
+        return self.once_state.progress(self.ledger, result, now, str(self.settings.folders.inbox))
 
     def _dispatch(self, now: float, wait_for: list[float]) -> None:
         """Hand every due job of an active stage to its pool (each job to one worker at a time)."""

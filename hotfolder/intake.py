@@ -133,6 +133,19 @@ def _read_small(path: Path, name: str, limit: int = 1 << 20) -> bytes:
     return data
 
 
+def make_preset_folders(settings: Settings) -> None:
+    """Each ``[presets.NAME]`` gets its folder in the inbox, so people see where to drop. Only in an
+    inbox that is there: a missing (unmounted) inbox is never recreated empty."""
+    inbox = settings.folders.inbox
+    if not inbox.is_dir():
+        return
+    for name in settings.presets:
+        try:
+            (inbox / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            log.warning("preset_folder_failed", preset=name, folder=str(inbox / name), error=str(exc))
+
+
 def list_inbox(inbox: Path) -> list[tuple[str, int, int]] | None:
     """Every takeable regular file under ``inbox`` as (inbox-relative path, size, mtime_ns);
     None if the inbox is missing (unmounted or deleted), which must never be taken as "empty"."""

@@ -57,3 +57,30 @@ def reparam_unsubmitted(ledger: Ledger, settings: Settings) -> int:
         if params != job.params and ledger.update(job.id, job.state, event="params_reloaded", params=params):
             changed += 1
     return changed
+
+
+def apply(daemon: Any, new: Settings) -> None:
+    """Give a running daemon's parts a valid new config (what a restart does not need), and
+    recompute the parameters of jobs not yet submitted when the defaults or presets changed."""
+    from hotfolder.intake import make_preset_folders
+    from hotfolder.watcher import make_watcher
+
+    merged, applied, restart = merge(daemon.settings, new)
+    daemon.settings = merged
+    if daemon.listener is not None:
+        daemon.listener.settings = merged   # new presets in the upload form, new defaults for retries
+    daemon.pipeline.reconfigure(merged)
+    daemon.poller.settings = merged
+    daemon.intake.reconfigure(merged)
+    daemon.notify.reconfigure(merged)
+    if "watch" in applied:
+        daemon.watcher.stop()
+        daemon.watcher = make_watcher(merged.folders.inbox, daemon.wake, merged.watch.mode, merged.watch.poll_seconds)
+        daemon.next_rescan = 0.0
+    make_preset_folders(merged)
+    reparams = reparam_unsubmitted(daemon.ledger, merged) if {"lipsync", "presets"} & set(applied) else 0
+    log.info("config_reloaded", applied=applied, jobs_reparametrised=reparams)
+    if restart:
+        log.warning("reload_needs_restart", sections=restart,
+                    hint="these keep their old values until `systemctl restart hotfolder`")
+
