@@ -43,11 +43,11 @@ finished one is reused and a half-written temporary one is removed (by the next
 ffmpeg in its own process group and polls it, and kills the group when the ``stop`` event is
 set (SIGTERM), raising :class:`~hotfolder.errors.Interrupted`.
 
-**Parsing ffmpeg's text.** The file's own name is removed from the text before parsing, streams
-are only taken after the ``Duration:`` line (the file's own tags come before it) from lines
-indented like stream lines (stream tags are indented deeper), and only the first line of each
-stream index counts; a hostile name or tag can at worst make the conversion itself fail, with
-ffmpeg's message.
+**Where the parts are.** This module finds ffmpeg, validates an input at intake, runs and keeps
+the conversions (:class:`Converter`, the work folder). Reading ffmpeg's messages (streams,
+codecs, size, rotation, duration; :func:`check`) is :mod:`hotfolder.ffmpeg_probe`; the plans
+(remux or transcode, ffmpeg's arguments) are :mod:`hotfolder.ffmpeg_plans`. Their public names
+are re-exported here, so ``from hotfolder.convert import ...`` keeps working.
 """
 
 from __future__ import annotations
@@ -55,42 +55,31 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from hotfolder.errors import InputError, Interrupted
-from hotfolder.pairing.names import (API_AUDIO_EXTS, API_VIDEO_EXTS, CONVERTIBLE_AUDIO, CONVERTIBLE_VIDEO,
-                                     split_name)
+# The public API of hotfolder.convert predates the split: the names that moved are re-exported.
+# validate and Converter call plans/inspect/check through this module's globals, so a test that
+# patches ``convert.plans`` (or ``convert.find_ffmpeg``) reaches them.
+from hotfolder.ffmpeg_plans import MUXER, Plan, missing_encoders, plans
+from hotfolder.ffmpeg_plans import (AAC, MAX_WAV_RATE, REMUX_AUDIO_MP4, REMUX_AUDIO_WEBM,  # noqa: F401 (re-exported)
+                                    REMUX_VIDEO_MP4, REMUX_VIDEO_WEBM, VIDEO_FILTER, X264)
+from hotfolder.ffmpeg_probe import (POLL_S, ConversionError, Inspection, Kind, Stream, _api_formats, _file_url,
+                                    _last_lines, check, describe, encoders, inspect, needs_conversion,
+                                    parse_inspection, run_ffmpeg)
+from hotfolder.ffmpeg_probe import INSPECT_TIMEOUT_S, STDERR_TAIL  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from hotfolder.config import Settings
 
-Kind = Literal["video", "audio"]
-
-INSPECT_TIMEOUT_S = 60.0     # reading a header; longer means a stalled share
-POLL_S = 0.1                 # how often a running conversion looks at the stop event
-STDERR_TAIL = 64 * 1024      # bytes of ffmpeg's messages kept for an error
 CACHE_MARK = ":converted"    # upload-cache service suffix: the converted bytes of an original
 VIDEO_OUTPUT_EXTS = ("mp4", "webm")
 AUDIO_OUTPUT_EXTS = ("wav", "m4a", "mp3")
-MUXER = {"mp4": "mp4", "webm": "webm", "m4a": "mp4", "mp3": "mp3", "wav": "wav"}
-
-REMUX_VIDEO_MP4 = frozenset({"h264", "hevc"})
-REMUX_AUDIO_MP4 = frozenset({"aac", "mp3"})
-REMUX_VIDEO_WEBM = frozenset({"vp8", "vp9"})
-REMUX_AUDIO_WEBM = frozenset({"opus", "vorbis"})
-# The transcode settings (see the module docstring and the README).
-X264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p")
-VIDEO_FILTER = "yadif=deint=interlaced,scale=trunc(iw/2)*2:trunc(ih/2)*2"
-AAC = ("-c:a", "aac", "-b:a", "128k")
-MAX_WAV_RATE = 48000
 
 
 # --- where ffmpeg is -------------------------------------------------------------------------
@@ -121,28 +110,6 @@ def work_dir(settings: Settings) -> Path:
     return settings.ledger_path.parent / "work"
 
 
-def needs_conversion(name: str) -> Kind | None:
-    """"video"/"audio" for a file the API does not take but hotfolder converts, else None."""
-    ext = split_name(name)[2]
-    if ext in CONVERTIBLE_VIDEO:
-        return "video"
-    if ext in CONVERTIBLE_AUDIO:
-        return "audio"
-    return None
-
-
-def describe(name: str) -> str:
-    """What kind of file ``name`` is by its extension ("Matroska video")."""
-    ext = split_name(name)[2]
-    return CONVERTIBLE_VIDEO.get(ext) or CONVERTIBLE_AUDIO.get(ext) or f".{ext} file"
-
-
-def _api_formats(kind: Kind) -> str:
-    order = ("mp4", "mov", "webm") if kind == "video" else ("wav", "mp3", "m4a")
-    assert set(order) == (API_VIDEO_EXTS if kind == "video" else API_AUDIO_EXTS)
-    return f".{order[0]}, .{order[1]} or .{order[2]}"
-
-
 def missing_ffmpeg_message(name: str) -> str:
     """The intake failure of a file that needs converting when no ffmpeg is there."""
     return (f"{name} is {describe(name)}, which the Chanjing API does not take (it takes video .mp4, .mov, "
@@ -162,301 +129,7 @@ class FfmpegMissing(InputError):
     """A file needs converting and no ffmpeg is installed."""
 
 
-class ConversionError(InputError):
-    """ffmpeg cannot read or convert an input (code ``bad_input``)."""
-
-
-# --- what is in a file -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Stream:
-    """One stream as ffmpeg describes it."""
-
-    index: int
-    kind: str                  # "video", "audio", "subtitle", "data", "attachment"
-    codec: str
-    width: int | None = None
-    height: int | None = None
-    rotation: int = 0          # clockwise degrees to turn the stored picture for display: 0/90/180/270
-    attached_pic: bool = False  # cover art, not a moving picture
-    sample_rate: int | None = None
-    channels: int | None = None
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """What ffmpeg read from an input."""
-
-    streams: tuple[Stream, ...]
-    duration_s: float | None = None
-
-    @property
-    def video(self) -> Stream | None:
-        """The first moving picture (cover art does not count)."""
-        return next((s for s in self.streams if s.kind == "video" and not s.attached_pic), None)
-
-    @property
-    def audio(self) -> Stream | None:
-        return next((s for s in self.streams if s.kind == "audio"), None)
-
-    def display_size(self) -> tuple[int, int]:
-        """(width, height) of the picture as shown: swapped for a 90/270 rotation; (0, 0) without."""
-        v = self.video
-        if v is None or not v.width or not v.height:
-            return 0, 0
-        return (v.height, v.width) if v.rotation in (90, 270) else (v.width, v.height)
-
-
-_STREAM = re.compile(r"^ {2,4}Stream #0:(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: ([A-Za-z]+): ([A-Za-z0-9_]+)(.*)$")
-_SIZE = re.compile(r"(?:^|, )(\d{1,5})x(\d{1,5})(?=[ ,]|$)")
-# "displaymatrix: rotation of -90.00 degrees" (ffmpeg 4-6), "Display Matrix: rotation of ..." (7 on)
-_DISPLAYMATRIX = re.compile(r"^\s+display ?matrix: rotation of (-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
-_ROTATE_TAG = re.compile(r"^\s+rotate\s*: (-?\d+)\s*$")
-_DURATION = re.compile(r"^ {2}Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_HZ = re.compile(r", (\d+) Hz(?:, ([^,]+))?")
-_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
-
-
-def parse_inspection(text: str, path_text: str | None = None) -> Inspection | None:
-    """The streams and duration in ``ffmpeg -hide_banner -i FILE``'s messages, or None if ffmpeg
-    did not recognise the input at all (no ``Input #0`` section).
-
-    ``path_text`` (the file as given to ffmpeg) is removed first, so a file name cannot pose as
-    a stream. Rotation is clockwise: ffmpeg's ``displaymatrix: rotation of -90.00 degrees``
-    (counter-clockwise) and the older ``rotate: 90`` tag both mean 90.
-    """
-    if path_text:
-        text = text.replace(path_text, "FILE")
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Input #0,")), None)
-    if start is None:
-        return None
-    streams: dict[int, dict[str, object]] = {}
-    current: dict[str, object] | None = None
-    duration: float | None = None
-    at_streams = False   # ffmpeg prints the streams after the Duration line, the file's tags before it
-    for line in lines[start + 1:]:
-        if line.startswith("Input #") or line.startswith("Output #") or not line.startswith(" "):
-            break   # the next input, or the closing message
-        if not at_streams:
-            if line.startswith("  Duration: "):
-                at_streams = True
-                m = _DURATION.match(line)
-                if m:   # else "N/A"
-                    duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-            continue
-        m = _STREAM.match(line)
-        if m:
-            index = int(m.group(1))
-            if index in streams:   # a second line claiming an index already seen: not ffmpeg's
-                current = None
-                continue
-            current = _stream_fields(index, m.group(2).lower(), m.group(3).lower(), m.group(4))
-            streams[index] = current
-            continue
-        if current is None:
-            continue
-        m = _DISPLAYMATRIX.match(line)
-        if m:
-            current["rotation"] = _clockwise(-float(m.group(1)))
-            current["matrix"] = True
-            continue
-        m = _ROTATE_TAG.match(line)
-        if m and not current.get("matrix"):
-            current["rotation"] = _clockwise(float(m.group(1)))
-    built = tuple(Stream(**{k: v for k, v in fields.items() if k != "matrix"})  # type: ignore[arg-type]
-                  for _i, fields in sorted(streams.items()))
-    return Inspection(built, duration)
-
-
-def _stream_fields(index: int, kind: str, codec: str, rest: str) -> dict[str, object]:
-    fields: dict[str, object] = {"index": index, "kind": kind, "codec": codec}
-    if kind == "video":
-        size = _SIZE.search(rest)
-        if size:
-            fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
-        fields["attached_pic"] = "(attached pic)" in rest
-    elif kind == "audio":
-        hz = _HZ.search(rest)
-        if hz:
-            fields["sample_rate"] = int(hz.group(1))
-            fields["channels"] = _channels(hz.group(2) or "")
-    return fields
-
-
-def _channels(layout: str) -> int | None:
-    layout = layout.strip()
-    base = layout.split("(", 1)[0]
-    if base in _LAYOUT_CHANNELS:
-        return _LAYOUT_CHANNELS[base]
-    m = re.fullmatch(r"(\d+) channels.*", layout)
-    if m:
-        return int(m.group(1))
-    m = re.fullmatch(r"(\d+)\.(\d+)", base)
-    if m:
-        return int(m.group(1)) + int(m.group(2))
-    return None
-
-
-def _clockwise(degrees: float) -> int:
-    """Degrees rounded to a quarter turn, in 0..270."""
-    return int(round(degrees / 90.0)) % 4 * 90
-
-
-def inspect(path: Path, ffmpeg: str, *, name: str | None = None, stop: threading.Event | None = None) -> Inspection:
-    """What ffmpeg reads in ``path``; :class:`ConversionError` if it cannot read it at all,
-    :class:`Interrupted` if ``stop`` is set meanwhile."""
-    name = name or path.name
-    target = _file_url(path)
-    try:
-        _rc, text = run_ffmpeg([ffmpeg, "-hide_banner", "-nostdin", "-i", target], what=f"reading {name}",
-                               stop=stop, timeout=INSPECT_TIMEOUT_S, head=True)
-    except subprocess.TimeoutExpired as exc:
-        raise ConversionError(f"ffmpeg took more than {INSPECT_TIMEOUT_S:g} s to read the start of {name}: is it "
-                              "on a share that stalls? Drop it again once it is readable", path=name) from exc
-    info = parse_inspection(text, target)
-    if info is None:
-        reason = _last_lines(text.replace(target, name), 1) or "it is not a media file it knows"
-        kind = needs_conversion(name) or "video"
-        raise ConversionError(f"{name} cannot be read as {describe(name)}: ffmpeg says \"{reason}\". Re-export "
-                              f"it, or export it as {_api_formats(kind)}, which the API takes", path=name)
-    return info
-
-
-def run_ffmpeg(args: list[str], *, what: str, stop: threading.Event | None = None, timeout: float | None = None,
-               head: bool = False) -> tuple[int, str]:
-    """Run ffmpeg and return its exit code and messages (the first, with ``head``, or else the
-    last :data:`STDERR_TAIL` bytes). It runs in its own process group (a terminal's Ctrl-C
-    reaches the daemon, which decides), and the group is killed when ``stop`` is set
-    (:class:`Interrupted`), after ``timeout`` seconds (``subprocess.TimeoutExpired``) or on
-    any other way out."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with tempfile.TemporaryFile() as err:   # a file, not a pipe: ffmpeg never blocks on a full pipe
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-        try:
-            while True:
-                try:
-                    rc = proc.wait(timeout=POLL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    if stop is not None and stop.is_set():
-                        raise Interrupted(f"stopped while {what}") from None
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise subprocess.TimeoutExpired(args, timeout or 0.0) from None
-        finally:
-            if proc.returncode is None:
-                _kill(proc)
-        size = err.seek(0, os.SEEK_END)
-        err.seek(0 if head else max(0, size - STDERR_TAIL))
-        return rc, err.read(STDERR_TAIL if not head else 4 * STDERR_TAIL).decode("utf-8", errors="replace")
-
-
-def check(info: Inspection, kind: Kind, name: str) -> None:
-    """Raise :class:`ConversionError` unless ``info`` is usable as a ``kind``."""
-    if kind == "video":
-        video = info.video
-        if video is None:
-            what = "only sound" if info.audio is not None else "no moving picture"
-            raise ConversionError(f"{name} has {what}: it is not a video. Export the clip itself as "
-                                  f"{_api_formats('video')}", path=name)
-        if not video.width or not video.height:
-            raise ConversionError(f"{name}: ffmpeg cannot tell the picture size of its {video.codec} video; "
-                                  f"re-export it as {_api_formats('video')}", path=name)
-    elif info.audio is None:
-        raise ConversionError(f"{name} has no sound in it; export the speech as {_api_formats('audio')}",
-                              path=name)
-
-
-# --- what to make of it ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Plan:
-    """One way to convert an input: ffmpeg's output options and what it does to each stream."""
-
-    ext: str                       # of the output: mp4, webm, wav, m4a, mp3
-    method: str                    # "remux" (picture/sound copied) or "transcode"
-    video: str | None              # "copy", "libx264", or None (audio output)
-    audio: str | None              # "copy", "aac", "pcm_s16le", or None (no sound)
-    args: tuple[str, ...]          # between the input and the output file
-    encoders: tuple[str, ...] = ()  # what this ffmpeg must be able to encode
-
-
-def plans(kind: Kind, info: Inspection) -> list[Plan]:
-    """The ways to convert ``info`` (checked with :func:`check`), best first; the last one is a
-    full transcode, the fallback when a remux fails."""
-    if kind == "audio":
-        return _audio_plans(info)
-    video = info.video
-    assert video is not None
-    audio = info.audio
-    maps = ("-map", f"0:{video.index}") + (("-map", f"0:{audio.index}") if audio else ())
-    out: list[Plan] = []
-    sound_copy = audio is None or audio.codec in REMUX_AUDIO_MP4
-    if video.codec in REMUX_VIDEO_MP4:
-        tag = ("-tag:v", "hvc1") if video.codec == "hevc" else ()   # what Apple players expect
-        if sound_copy:
-            out.append(Plan("mp4", "remux", "copy", "copy" if audio else None,
-                            maps + ("-c", "copy") + tag + ("-movflags", "+faststart")))
-        else:
-            out.append(Plan("mp4", "remux", "copy", "aac",
-                            maps + ("-c:v", "copy") + tag + AAC + _downmix(audio) + ("-movflags", "+faststart"),
-                            ("aac",)))
-    elif video.codec in REMUX_VIDEO_WEBM and (audio is None or audio.codec in REMUX_AUDIO_WEBM):
-        out.append(Plan("webm", "remux", "copy", "copy" if audio else None, maps + ("-c", "copy")))
-    sound = AAC + _downmix(audio) if audio else ()
-    out.append(Plan("mp4", "transcode", "libx264", "aac" if audio else None,
-                    maps + ("-vf", VIDEO_FILTER) + X264 + sound + ("-movflags", "+faststart"),
-                    ("libx264", "aac") if audio else ("libx264",)))
-    return out
-
-
-def _audio_plans(info: Inspection) -> list[Plan]:
-    audio = info.audio
-    assert audio is not None
-    maps = ("-vn", "-map", f"0:{audio.index}")
-    out: list[Plan] = []
-    if audio.codec == "aac":
-        out.append(Plan("m4a", "remux", None, "copy", maps + ("-c:a", "copy", "-movflags", "+faststart")))
-    elif audio.codec == "mp3":
-        out.append(Plan("mp3", "remux", None, "copy", maps + ("-c:a", "copy")))
-    rate = ("-ar", str(MAX_WAV_RATE)) if (audio.sample_rate or 0) > MAX_WAV_RATE else ()
-    out.append(Plan("wav", "transcode", None, "pcm_s16le",
-                    maps + ("-c:a", "pcm_s16le") + rate + _downmix(audio), ("pcm_s16le",)))
-    return out
-
-
-def _downmix(audio: Stream | None) -> tuple[str, ...]:
-    return ("-ac", "2") if audio is not None and (audio.channels or 0) > 2 else ()
-
-
-_ENCODERS: dict[str, frozenset[str]] = {}
-_ENCODERS_LOCK = threading.Lock()
-
-
-def encoders(ffmpeg: str) -> frozenset[str]:
-    """The encoders this ffmpeg has (``ffmpeg -encoders``), remembered per binary."""
-    with _ENCODERS_LOCK:
-        known = _ENCODERS.get(ffmpeg)
-    if known is not None:
-        return known
-    try:
-        done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-encoders"], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=INSPECT_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        return frozenset()
-    found = frozenset(m.group(1) for m in re.finditer(r"^ [VAS.][F.][S.][X.][B.][D.] (\S+)",
-                                                        done.stdout.decode("utf-8", errors="replace"), re.M))
-    if found:
-        with _ENCODERS_LOCK:
-            _ENCODERS[ffmpeg] = found
-    return found
-
-
-def missing_encoders(ffmpeg: str, plan: Plan) -> list[str]:
-    have = encoders(ffmpeg)
-    return [e for e in plan.encoders if e not in have]
-
+# --- checking an input at intake -------------------------------------------------------------
 
 def _encoder_error(ffmpeg: str, missing: Sequence[str], name: str) -> ConversionError:
     return ConversionError(
@@ -661,12 +334,6 @@ def remove_work_files(work: Path, sha256s: Sequence[str]) -> list[Path]:
 
 # --- internals ------------------------------------------------------------------------------
 
-def _file_url(path: Path) -> str:
-    """``path`` for ffmpeg's command line: absolute, with the ``file:`` protocol, so no name
-    (``-x.mkv``, ``http:a.mkv``) is taken for an option or another protocol."""
-    return "file:" + os.path.abspath(path)
-
-
 def _output_problem(tmp: Path, plan: Plan) -> str | None:
     """Why the output of a conversion that ffmpeg says succeeded is not usable, or None."""
     try:
@@ -683,24 +350,6 @@ def _output_problem(tmp: Path, plan: Plan) -> str | None:
         except InputError as exc:
             return f"the output does not read back as a video ({exc})"
     return None
-
-
-def _last_lines(text: str, n: int) -> str:
-    """ffmpeg's last ``n`` messages on one line, without their ``[component @ 0x...]`` prefixes."""
-    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", line.strip()) for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if line != "At least one output file must be specified"]
-    return " / ".join(lines[-n:])
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _fsync(path: Path) -> None:

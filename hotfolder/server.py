@@ -29,24 +29,22 @@ login form and the static files needs ``Authorization: Bearer <[server] token>``
 cookie the dashboard's login sets. Every state-changing request made with a browser's ambient
 credentials needs the dashboard's CSRF token. No response and no log line ever holds a secret (API
 secret key, access token, webhook secret, server token, callback token).
+
+This module owns the listener's answers: routing, access, ``/healthz``, ``/metrics`` and
+``/callback``. What it runs on (uvicorn in a thread, the helper threads, the socket) is in
+:mod:`hotfolder.listener_threads`; the health body and the ledger probe in
+:mod:`hotfolder.listener_health`; the dashboard's routes in :mod:`hotfolder.web.app`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import errno
-import logging
-import queue
-import shutil
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -58,12 +56,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hotfolder import __version__, callbacks
 from hotfolder.config import Settings, is_loopback
 from hotfolder.ledger import Ledger
+from hotfolder.listener_health import (HEALTH_TIMEOUT_S, LEDGER_MIN_FREE_BYTES, PROBE_BUSY_S,  # noqa: F401
+                                       PROBE_CACHE_S, LedgerProbe, health_report)
+from hotfolder.listener_health import ledger_write_problem as _ledger_write_problem  # noqa: F401
+from hotfolder.listener_threads import IoThread as _IoThread
+from hotfolder.listener_threads import QuietServer as _Server
+from hotfolder.listener_threads import bind as _bind
+from hotfolder.listener_threads import bind_advice as _bind_advice
+from hotfolder.listener_threads import new_server, serve, shut_down
 from hotfolder.liveness import Liveness, folder_present
 from hotfolder.log import get_logger, register_secret, scrub
 from hotfolder.metrics import Metrics
-from hotfolder.outcomes import pause_reason, paused_until
-from hotfolder.records import iso
-from hotfolder.trouble import current as current_trouble
 from hotfolder.web import auth
 from hotfolder.web.app import ACCESS_KEY, Dashboard
 
@@ -72,10 +75,6 @@ T = TypeVar("T")
 
 MAX_CALLBACK_BYTES = 64 * 1024   # a task callback is a small JSON object; anything bigger is not one
 MAX_TASK_ID_CHARS = 200
-HEALTH_TIMEOUT_S = 5.0           # /healthz answers 503 rather than hang when the disk or ledger hangs
-PROBE_BUSY_S = 0.5               # the write probe waits this long for a writer's lock, then counts it busy
-PROBE_CACHE_S = 1.0              # probes at most once a second, however often /healthz is asked
-LEDGER_MIN_FREE_BYTES = 1 << 20  # below this, SQLite cannot be trusted to commit (WAL pages, checkpoints)
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 2.5             # stop() returns within this (the daemon's whole budget is 10 s)
 OPEN_PATHS = frozenset({"/healthz", "/callback"})   # no Host check, no login (each is safe or has its own token)
@@ -83,112 +82,6 @@ PUBLIC_PATHS = frozenset({"/login"})               # no login needed (the Host c
 PUBLIC_PREFIXES = ("/static/",)
 FORM_CSRF_PATHS = frozenset({"/login", "/logout", "/upload"})   # forms: they check their own csrf field
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-# -- uvicorn, tamed ---------------------------------------------------------------------------------
-class _Server(uvicorn.Server):
-    """uvicorn's server without signal handling (the daemon owns the signals), telling when it
-    listens (or failed to)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    def capture_signals(self) -> Any:
-        # uvicorn already skips this off the main thread; overriding makes it explicit and
-        # independent of that detail (older uvicorn versions installed handlers unconditionally).
-        return _nothing()
-
-    def install_signal_handlers(self) -> None:   # uvicorn < 0.29 called this one
-        return None
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets=sockets)
-        finally:
-            self.ready.set()
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _nothing() -> _Nothing:
-    return _Nothing()
-
-
-class _ToStructlog(logging.Handler):
-    """uvicorn logs through stdlib logging; its lines go to hotfolder's structlog instead of the
-    root logger (which, unconfigured, would print raw lines on stderr)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = scrub(record.getMessage())
-        except Exception:
-            message = scrub(str(record.msg))
-        if record.exc_info:
-            log.error("listener_request_crashed", message=message, exc_info=record.exc_info)
-        elif record.levelno >= logging.WARNING:
-            log.warning("listener_server_warning", message=message)
-        else:
-            log.debug("listener_server", message=message)
-
-
-_bridge_lock = threading.Lock()
-_bridge: _ToStructlog | None = None
-
-
-def _route_uvicorn_logs() -> None:
-    """Install the bridge once per process (several listeners, e.g. in tests, share it)."""
-    global _bridge
-    with _bridge_lock:
-        if _bridge is not None:
-            return
-        _bridge = _ToStructlog(level=logging.WARNING)
-        root = logging.getLogger("uvicorn")   # parent of uvicorn.error / uvicorn.asgi
-        root.addHandler(_bridge)
-        root.setLevel(logging.WARNING)        # its INFO lines ("Started server process") are noise here
-        root.propagate = False
-
-
-# -- the blocking side ------------------------------------------------------------------------------
-class _IoThread:
-    """One thread that runs the listener's blocking calls, in order, off the event loop."""
-
-    def __init__(self, name: str, on_exit: Callable[[], None]) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._on_exit = on_exit
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((future, fn, args))
-        return future
-
-    def _run(self) -> None:
-        try:
-            while (item := self._queue.get()) is not None:
-                future, fn, args = item
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:   # handed to the awaiting request, never lost
-                    future.set_exception(exc)
-        finally:
-            try:
-                self._on_exit()   # e.g. close this thread's ledger connection
-            except Exception:
-                pass
-
-    def close(self, timeout: float) -> None:
-        self._queue.put(None)
-        self.thread.join(timeout)
 
 
 # -- answers --------------------------------------------------------------------------------------
@@ -223,36 +116,6 @@ def _contained(endpoint: Endpoint) -> Endpoint:
     return run
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (the first address ``host`` resolves to)."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Lets a restarted daemon bind while the old connections sit in TIME_WAIT. On Linux it
-        # does NOT allow two live listeners on one port (that would need SO_REUSEPORT).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _bind_advice(exc: OSError, host: str, port: int) -> str:
-    if isinstance(exc, socket.gaierror):
-        return f"'{host}' does not resolve to an address: set [server] listen to an IP address, e.g. 127.0.0.1:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        return (f"port {port} is already taken by another program (another hotfolder?): stop it, or set "
-                f"[server] listen to a free port; `ss -ltnp 'sport = :{port}'` shows who holds it")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (f"{host} is not an address of this machine: set [server] listen to one of its addresses, "
-                f"127.0.0.1 (this machine only) or 0.0.0.0 (every interface, with a token)")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"binding port {port} is not permitted (ports below 1024 need privileges): use a port above 1024"
-    return "check [server] listen (host:port), or set it to \"\" to run without the listener"
-
 
 class Listener:
     """The daemon's HTTP listener (see the module's docstring).
@@ -283,8 +146,7 @@ class Listener:
         self._files: _IoThread | None = None
         self._sock: socket.socket | None = None
         self._url: str | None = None
-        self._probe_lock = threading.Lock()
-        self._probe: tuple[float, str | None] = (float("-inf"), None)
+        self._probe = LedgerProbe()
         self._inbox_check = folder_present(settings.folders.inbox, "inbox")   # same words as the daemon's
         try:
             hp = settings.server.host_port
@@ -351,16 +213,8 @@ class Listener:
                       action=_bind_advice(exc, host, port),
                       consequence="the daemon runs without /healthz, /metrics and callbacks")
             return False
-        _route_uvicorn_logs()
-        config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False,
-            http="h11", ws="none", loop="asyncio",
-            server_header=False, proxy_headers=False,
-            timeout_keep_alive=5, timeout_graceful_shutdown=1,
-            limit_concurrency=64,   # beyond this uvicorn answers 503: a runaway client cannot pile up
-        )
         self._sock = sock
-        self._server = server = _Server(config)
+        self._server = server = new_server(self.app)
         self._io = _IoThread("hotfolder-listener-io", on_exit=self.ledger.close)
         self._thread = threading.Thread(target=self._serve, name="hotfolder-listener", daemon=True)
         self._thread.start()
@@ -393,32 +247,14 @@ class Listener:
     def _serve(self) -> None:
         server, sock = self._server, self._sock
         assert server is not None and sock is not None
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:   # uvicorn may sys.exit() on a startup failure: a thread must not
-            log.error("listener_crashed", error=scrub(f"{type(exc).__name__}: {exc}"))
-        finally:
-            server.ready.set()
+        serve(server, sock)
 
     def stop(self) -> None:
         """Stop serving and join the threads, within about :data:`STOP_TIMEOUT_S` seconds."""
         server, thread, io, files = self._server, self._thread, self._io, self._files
         if server is None or thread is None:
             return
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        # Graceful first: finish responses being written (uvicorn allows them 1 s), close idle
-        # keep-alive connections; then cut what is left.
-        server.should_exit = True
-        thread.join(max(0.0, deadline - time.monotonic() - 0.5))
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(max(0.0, deadline - time.monotonic() - 0.2))
-        for helper in (io, files):
-            if helper is not None:
-                helper.close(max(0.1, deadline - time.monotonic()))
-        if self._sock is not None:
-            self._sock.close()
-        if thread.is_alive() or any(h is not None and h.thread.is_alive() for h in (io, files)):
+        if not shut_down(server, thread, (io, files), self._sock, STOP_TIMEOUT_S):
             log.warning("listener_stop_slow", hint="a request was still running; its thread ends with the process")
         self._server = self._thread = self._io = self._files = self._sock = None
         self._url = None
@@ -487,39 +323,17 @@ class Listener:
 
     # -- health ---------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """The ``/healthz`` body (blocking: the ledger, the disk). ``status`` is ``ok`` or ``unhealthy``
-        with ``reasons``; a billing pause and API trouble are reported but are not unhealthy (the
-        daemon is doing the right thing about them, and a restart would not help)."""
+        """The ``/healthz`` body (blocking: the ledger, the disk; see
+        :func:`hotfolder.listener_health.health_report`)."""
         reasons = [scrub(r) for r in self.liveness.check().reasons]
         for extra in (self._inbox_check(), self._ledger_problem()):
             if extra and scrub(extra) not in reasons:
                 reasons.append(scrub(extra))
-        now = self.clock()
-        body: dict[str, Any] = {"status": "ok", "reasons": reasons, "version": __version__,
-                                "uptime_s": round(max(0.0, now - self.started_at), 1)}
-        try:
-            body["jobs"] = self.ledger.counts()
-            until = paused_until(self.ledger, now)
-            body["billing_paused"] = ({"until": iso(until), "reason": scrub(pause_reason(self.ledger) or "")}
-                                      if until else None)
-            trouble = current_trouble(self.ledger)
-            body["api_trouble"] = ({"kind": str(trouble.get("kind")), "message": scrub(str(trouble.get("message"))),
-                                    "since": iso(trouble.get("since"))} if trouble else None)
-        except Exception as exc:
-            reasons.append(scrub(f"the ledger {self.ledger.path} cannot be read: {exc}"))
-        if reasons:
-            body["status"] = "unhealthy"
-        return body
+        return health_report(self.ledger, reasons, self.clock(), self.started_at)
 
     def _ledger_problem(self) -> str | None:
         """Why the ledger cannot take a write now, or None (cached for :data:`PROBE_CACHE_S`)."""
-        with self._probe_lock:
-            at, found = self._probe
-            if time.monotonic() - at < PROBE_CACHE_S:
-                return found
-            found = _ledger_write_problem(self.ledger)
-            self._probe = (time.monotonic(), found)
-            return found
+        return self._probe.problem(self.ledger)
 
     # -- endpoints ------------------------------------------------------------------------------
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -581,41 +395,3 @@ class Listener:
 def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
-
-def _ledger_write_problem(ledger: Ledger) -> str | None:
-    """Why a write to the ledger would fail now, or None.
-
-    "Writable" for SQLite in WAL mode means: the database file is still there (a deleted or
-    unmounted file keeps taking writes through the open descriptors, into nothing that survives),
-    its disk has room (a commit appends to the WAL, a checkpoint writes pages back), and the write
-    lock can be taken (a read-only file or mount, a broken ``-shm``, an I/O error all surface as
-    ``BEGIN IMMEDIATE`` failing). The probe opens its own short-lived connection (never creating
-    the file: ``mode=rw``), takes the write lock and rolls back at once: nothing is written.
-    A lock held by another writer (SQLITE_BUSY) means writes are happening: that is healthy.
-    """
-    path = ledger.path
-    if not path.exists():
-        return f"the ledger {path} is gone (deleted, or its disk unmounted): restore it and restart hotfolder"
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError as exc:
-        return f"the ledger's folder {path.parent} cannot be read: {exc.strerror or exc}"
-    if free < LEDGER_MIN_FREE_BYTES:
-        return f"the ledger's disk is full ({free // 1024} KiB free at {path.parent}): free some space"
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=PROBE_BUSY_S,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        return f"the ledger {path} cannot be opened for writing: {exc}"
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
-            return None
-        return f"the ledger {path} is not writable: {exc}"
-    except sqlite3.Error as exc:
-        return f"the ledger {path} is not writable: {exc}"
-    finally:
-        conn.close()
-    return None

@@ -5,6 +5,7 @@
 * :mod:`.upload` — the upload writer: a pair streamed to hidden temps, linked into the inbox
 * :mod:`.app` — the routes (pages, JSON, upload, files, static), served by
   :class:`hotfolder.server.Listener`
+* :mod:`.receive` — ``POST /upload``: the multipart form parsed as it streams in
 * ``templates/`` (Jinja2) and ``static/`` (CSS, one script, an icon): package data, served by
   the daemon itself; nothing comes from the internet, there is no build step.
 """
