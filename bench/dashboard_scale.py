@@ -40,7 +40,7 @@ from hotfolder.liveness import Liveness  # noqa: E402
 from hotfolder.metrics import Metrics  # noqa: E402
 from hotfolder.server import Listener  # noqa: E402
 from hotfolder.states import State  # noqa: E402
-from ledger_scale import build  # noqa: E402
+from ledger_scale import prepare  # noqa: E402
 
 GOAL_MS = 300.0
 POLL_EVERY_S = 2.5   # what the page does while jobs are moving (and it is visible)
@@ -123,18 +123,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="hotfolder-dash-scale-"))
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("inbox", "outbox", "archive", "failed"):
-        (root / name).mkdir(exist_ok=True)
-    ledger_path = root / "state" / "ledger.db"
-    if ledger_path.exists() and Ledger(ledger_path).conn.execute("SELECT MAX(id) FROM jobs").fetchone()[0] >= args.jobs:
-        print(f"reusing the ledger in {root}")
-    else:
-        if ledger_path.exists():
-            for f in ledger_path.parent.glob("ledger.db*"):
-                f.unlink()
-        print(f"building a ledger of {args.jobs:,} jobs in {root} …", flush=True)
-        print(f"  built in {build(ledger_path, args.jobs):.0f} s, {ledger_path.stat().st_size / 2**20:.0f} MiB")
+    ledger_path = prepare(root, args.jobs)
     started = time.monotonic()
     ledger = Ledger(ledger_path)
     freshen(ledger, min(args.recent, args.jobs))

@@ -18,7 +18,6 @@ printed beside each figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -89,6 +88,24 @@ def build(path: Path, n: int) -> float:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     ledger.close()
     return time.monotonic() - started
+
+
+def prepare(root: Path, jobs: int) -> Path:
+    """The folders and a ledger of at least ``jobs`` jobs under ``root`` (reused when it has them,
+    built otherwise); returns the ledger's path."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("inbox", "outbox", "archive", "failed"):
+        (root / name).mkdir(exist_ok=True)
+    ledger_path = root / "state" / "ledger.db"
+    if ledger_path.exists() and (Ledger(ledger_path).conn.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0) >= jobs:
+        print(f"reusing the ledger in {root}")
+        return ledger_path
+    if ledger_path.exists():
+        for f in ledger_path.parent.glob("ledger.db*"):
+            f.unlink()
+    print(f"building a ledger of {jobs:,} jobs in {root} …", flush=True)
+    print(f"  built in {build(ledger_path, jobs):.0f} s, {ledger_path.stat().st_size / 2**20:.0f} MiB")
+    return ledger_path
 
 
 def measure(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -164,18 +181,7 @@ def main() -> None:
                         help=f"seconds of idle CPU measurement (default 1.5 rescans of {RESCAN_S:g} s)")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="hotfolder-scale-"))
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("inbox", "outbox", "archive", "failed"):
-        (root / name).mkdir(exist_ok=True)
-    ledger_path = root / "state" / "ledger.db"
-    if ledger_path.exists() and Ledger(ledger_path).conn.execute("SELECT MAX(id) FROM jobs").fetchone()[0] >= args.jobs:
-        print(f"reusing the ledger in {root}")
-    else:
-        if ledger_path.exists():
-            for f in ledger_path.parent.glob("ledger.db*"):
-                f.unlink()
-        print(f"building a ledger of {args.jobs:,} jobs in {root} …", flush=True)
-        print(f"  built in {build(ledger_path, args.jobs):.0f} s, {ledger_path.stat().st_size / 2**20:.0f} MiB")
+    ledger_path = prepare(root, args.jobs)
     sandbox = Sandbox(root / "sandbox", settings=SandboxSettings(file_ready_delay=0.2, queue_seconds=0.2,
                                                                  generate_seconds=0.5))
     sandbox.start()
@@ -226,7 +232,7 @@ audio_man_id = "C-f2429d07554749839849497589199916"
     if stats is not None:
         rows.append(("hotfolder stats", f"{stats['seconds']:.2f} s, {stats['rss_mib']:.0f} MiB", "< 1 s"))
     print(f"\nledger: {jobs:,} jobs, {ledger_path.stat().st_size / 2**20:.0f} MiB ({sys.platform}, {os.cpu_count()} cores)")
-    print(f"| what | measured | goal |\n|---|---|---|")
+    print("| what | measured | goal |\n|---|---|---|")
     for what, got, goal in rows:
         print(f"| {what} | {got} | {goal} |")
     if not args.keep:
